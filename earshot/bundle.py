@@ -1,0 +1,305 @@
+"""The model bundle: the one seam between where bundles are made and where they are served.
+
+A bundle is a directory (DESIGN.md section 2):
+
+    <bundle>/
+      manifest.json   format "earshot-bundle/1", names, shapes, window, labels, checksums, parity
+      model.onnx      waveform [batch, window_samples] float32 (+ num_samples [batch] int64)
+                      -> embedding [batch, dim] (+ logits [batch, n_labels])
+      labels.csv      index,label
+
+This module reads and writes that directory and nothing else. It imports neither torch nor
+onnxruntime, so both the export side and the serving side can use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = "earshot-bundle/1"
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+LABELS_FILE = "labels.csv"
+
+# Names of the graph's inputs and outputs. Every bundle uses these; the manifest records them too.
+WAVEFORM_INPUT = "waveform"  # float32 [batch, window_samples], mono, at sample_rate, full scale 1.0
+NUM_SAMPLES_INPUT = "num_samples"  # int64 [batch]: how many leading samples of the window are real
+EMBEDDING_OUTPUT = "embedding"  # float32 [batch, embedding_dim]
+LOGITS_OUTPUT = "logits"  # float32 [batch, num_labels]
+
+PRECISIONS = ("fp32", "fp16", "int8")
+TAG_ACTIVATIONS = ("sigmoid", "softmax", "none")
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class BundleError(Exception):
+    """A bundle directory that is missing, malformed, or fails its checksums."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name: "float32", "int64", ...
+    shape: list[int | str]  # "batch" marks the dynamic axis
+
+
+@dataclass(frozen=True)
+class Padding:
+    """How the last, partial window is completed, so the engine pads the way the reference does.
+
+    mode "zeros": the waveform is zero-padded to window_samples (the graph ignores num_samples);
+    mode "frames": the waveform is zero-padded, and the graph uses num_samples to replace the
+    frontend frames past the real audio by the reference model's padding value (AST pads its fbank
+    with zeros to the model's frame count).
+    """
+
+    mode: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    family: str
+    sample_rate: int
+    window_samples: int
+    hop_samples: int
+    embedding_dim: int
+    num_labels: int
+    precision: str
+    padding: Padding
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    tag_activation: str = "sigmoid"  # applied to logits to make tag scores
+    source: dict[str, Any] = field(default_factory=dict)  # {"uri", "sha256", "format"}
+    labels_file: str | None = LABELS_FILE
+    model_file: str = MODEL_FILE
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    parity: dict[str, Any] = field(default_factory=dict)
+    providers: dict[str, Any] = field(default_factory=dict)  # per-provider options (TensorRT, CUDA)
+    notes: dict[str, Any] = field(default_factory=dict)  # free-form provenance, licence, choices
+    format: str = FORMAT
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def window_seconds(self) -> float:
+        return self.window_samples / self.sample_rate
+
+    @property
+    def hop_seconds(self) -> float:
+        return self.hop_samples / self.sample_rate
+
+    @property
+    def has_logits(self) -> bool:
+        return any(o.name == LOGITS_OUTPUT for o in self.outputs)
+
+    @property
+    def takes_num_samples(self) -> bool:
+        return any(i.name == NUM_SAMPLES_INPUT for i in self.inputs)
+
+    def summary(self) -> dict[str, Any]:
+        """What `earshot models` and `GET /v1/models` show."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "precision": self.precision,
+            "sample_rate": self.sample_rate,
+            "window_seconds": round(self.window_seconds, 4),
+            "hop_seconds": round(self.hop_seconds, 4),
+            "embedding_dim": self.embedding_dim,
+            "num_labels": self.num_labels,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Manifest":
+        if data.get("format") != FORMAT:
+            raise BundleError(f"unsupported bundle format {data.get('format')!r}; expected {FORMAT!r}")
+        try:
+            fields = dict(data)
+            fields["padding"] = Padding(**fields["padding"])
+            fields["inputs"] = [TensorSpec(**t) for t in fields["inputs"]]
+            fields["outputs"] = [TensorSpec(**t) for t in fields["outputs"]]
+            manifest = cls(**fields)
+        except (KeyError, TypeError) as error:
+            raise BundleError(f"malformed manifest: {error}") from error
+        manifest.validate()
+        return manifest
+
+    def validate(self) -> None:
+        problems = []
+        if not _NAME_PATTERN.match(self.name):
+            problems.append(f"name {self.name!r} must match {_NAME_PATTERN.pattern}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision {self.precision!r} not one of {PRECISIONS}")
+        if self.tag_activation not in TAG_ACTIVATIONS:
+            problems.append(f"tag_activation {self.tag_activation!r} not one of {TAG_ACTIVATIONS}")
+        if self.padding.mode not in ("zeros", "frames"):
+            problems.append(f"padding mode {self.padding.mode!r} not 'zeros' or 'frames'")
+        if self.sample_rate <= 0 or self.window_samples <= 0 or self.hop_samples <= 0:
+            problems.append("sample_rate, window_samples and hop_samples must be positive")
+        if not any(i.name == WAVEFORM_INPUT for i in self.inputs):
+            problems.append(f"no {WAVEFORM_INPUT!r} input")
+        if not any(o.name == EMBEDDING_OUTPUT for o in self.outputs):
+            problems.append(f"no {EMBEDDING_OUTPUT!r} output")
+        if self.padding.mode == "frames" and not self.takes_num_samples:
+            problems.append(f"padding mode 'frames' needs a {NUM_SAMPLES_INPUT!r} input")
+        if problems:
+            raise BundleError("invalid manifest: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle on disk, its manifest read and (optionally) its checksums verified."""
+
+    path: Path
+    manifest: Manifest
+    labels: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest.model_file
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_labels(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if not rows or rows[0][:2] != ["index", "label"]:
+        raise BundleError(f"{path}: labels file must start with the header 'index,label'")
+    labels = []
+    for expected, row in enumerate(rows[1:]):
+        if len(row) != 2 or not row[0].isdigit() or int(row[0]) != expected:
+            raise BundleError(f"{path}: row {expected + 2} must be '{expected},<label>', got {row!r}")
+        labels.append(row[1])
+    return labels
+
+
+def labels_csv(labels: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["index", "label"])
+    for index, label in enumerate(labels):
+        writer.writerow([index, label])
+    return buffer.getvalue()
+
+
+def load(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
+    """Read a bundle directory; with verify, refuse it unless every file's sha256 matches."""
+    root = Path(path)
+    manifest_path = root / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise BundleError(f"{root}: not a bundle (no {MANIFEST_FILE})")
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise BundleError(f"{manifest_path}: unreadable manifest: {error}") from error
+    manifest = Manifest.from_json(data)
+    if manifest.model_file not in manifest.files:
+        raise BundleError(f"{root}: manifest lists no checksum for {manifest.model_file}")
+    if verify:
+        verify_files(root, manifest)
+    labels: list[str] = []
+    if manifest.labels_file:
+        labels = read_labels(root / manifest.labels_file)
+        if len(labels) != manifest.num_labels:
+            raise BundleError(
+                f"{root}: {len(labels)} labels in {manifest.labels_file}, manifest says {manifest.num_labels}"
+            )
+    return Bundle(path=root, manifest=manifest, labels=labels)
+
+
+def verify_files(root: Path, manifest: Manifest) -> None:
+    for relative, expected in manifest.files.items():
+        file_path = root / relative
+        if not file_path.is_file():
+            raise BundleError(f"{root}: {relative} is missing")
+        actual = sha256_file(file_path)
+        if actual != expected:
+            raise BundleError(
+                f"{root}: checksum mismatch for {relative} (manifest {expected[:12]}..., file {actual[:12]}...)"
+            )
+
+
+def write(root: str | os.PathLike[str], manifest: Manifest, labels: list[str]) -> Bundle:
+    """Finish a bundle whose model file is already in `root`: write labels, checksums, manifest.
+
+    The manifest is written last (through a temporary file), so a directory with a manifest is a
+    complete bundle.
+    """
+    root_path = Path(root)
+    if not (root_path / manifest.model_file).is_file():
+        raise BundleError(f"{root_path}: write the model file before the manifest")
+    if len(labels) != manifest.num_labels:
+        raise BundleError(f"{len(labels)} labels given, manifest says {manifest.num_labels}")
+    files: dict[str, str] = {}
+    for name in sorted(p.name for p in root_path.iterdir() if p.is_file()):
+        if name in (MANIFEST_FILE, LABELS_FILE) or name.startswith("."):
+            continue
+        files[name] = sha256_file(root_path / name)
+    labels_file = None
+    if labels:
+        (root_path / LABELS_FILE).write_text(labels_csv(labels), encoding="utf-8")
+        files[LABELS_FILE] = sha256_file(root_path / LABELS_FILE)
+        labels_file = LABELS_FILE
+    final = Manifest(**{**_shallow_fields(manifest), "files": files, "labels_file": labels_file})
+    final.validate()
+    temporary = root_path / (MANIFEST_FILE + ".tmp")
+    temporary.write_text(json.dumps(final.to_json(), indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, root_path / MANIFEST_FILE)
+    return Bundle(path=root_path, manifest=final, labels=list(labels))
+
+
+def _shallow_fields(manifest: Manifest) -> dict[str, Any]:
+    return {name: getattr(manifest, name) for name in manifest.__dataclass_fields__}
+
+
+# -- finding bundles by name -------------------------------------------------------------------
+DEFAULT_MODEL = "yamnet"  # what `earshot serve` with no --bundle serves (also under the name "default")
+ALIASES = {"default": DEFAULT_MODEL}
+
+
+def cache_bundles_dir(cache_dir: str | os.PathLike[str]) -> Path:
+    return Path(cache_dir) / "bundles"
+
+
+def resolve(reference: str, cache_dir: str | os.PathLike[str]) -> Path:
+    """A bundle reference is a directory holding a manifest, or a name in the cache."""
+    as_path = Path(reference).expanduser()
+    if (as_path / MANIFEST_FILE).is_file():
+        return as_path
+    if _NAME_PATTERN.match(reference):
+        cached = cache_bundles_dir(cache_dir) / ALIASES.get(reference, reference)
+        if (cached / MANIFEST_FILE).is_file():
+            return cached
+    raise BundleError(
+        f"no bundle {reference!r}: not a bundle directory, and not a name in {cache_bundles_dir(cache_dir)}"
+    )
+
+
+def list_cached(cache_dir: str | os.PathLike[str]) -> list[Path]:
+    root = cache_bundles_dir(cache_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / MANIFEST_FILE).is_file())

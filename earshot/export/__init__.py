@@ -1,0 +1,1 @@
+"""Turning trained encoders into model bundles (needs the `export` extra: torch, transformers)."""

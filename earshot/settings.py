@@ -1,0 +1,58 @@
+"""All of earshot's settings, in one object: the only reader of the environment.
+
+Every setting can be given as a command-line flag or as an environment variable named
+`EARSHOT_` + the setting's name in capitals (`EARSHOT_MAX_QUEUED_WINDOWS`, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import field_validator
+from typing import Annotated
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "earshot"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EARSHOT_", extra="ignore")
+
+    # where bundles live
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="bundle cache; names resolve here")
+    bundles: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="bundle directories or cached names; empty = the default model"
+    )
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Bearer keys; empty = no authentication"
+    )
+    max_body_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    max_audio_seconds: float = Field(600.0, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0)
+    grace_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long to finish admitted work")
+
+    # ONNX Runtime
+    providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["cpu"], description="in order of preference: tensorrt, cuda, cpu"
+    )
+    threads: int = Field(0, ge=0, description="intra-op threads per session; 0 = ONNX Runtime's choice")
+    runner_threads: int = Field(1, ge=1, description="batches run at once per bundle")
+
+    # the batcher
+    max_batch_windows: int = Field(32, ge=1)
+    max_wait_ms: float = Field(5.0, ge=0)
+    max_queued_windows: int = Field(4096, ge=1)
+
+    @field_validator("bundles", "api_keys", "providers", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
