@@ -181,9 +181,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def read_parity_clip(path: Path, sample_rate: int):
-    from earshot.service.audio import decode_file
+    from earshot.service.audio import AudioLimits, decode
 
-    return decode_file(path, sample_rate)
+    limits = AudioLimits(max_bytes=1 << 31, max_seconds=24 * 3600)
+    return decode(path.read_bytes(), sample_rate, limits).waveform
 
 
 # -- models ------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(600.0, gt=0)
     request_timeout_s: float = Field(30.0, gt=0)
     grace_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long to finish admitted work")
+    decode_threads: int = Field(2, ge=1, description="threads decoding and resampling audio")
+    default_top_k: int = Field(5, ge=0, description="tags per answer when the request names no top_k")
 
     # ONNX Runtime
     providers: Annotated[list[str], NoDecode] = Field(

@@ -1,0 +1,1 @@
+"""The catalog job: `earshot embed` turns folders, files and manifests into one Parquet table."""

@@ -1,0 +1,83 @@
+"""What `earshot embed INPUT...` means: files, folders (recursive) and manifests -> a list of paths.
+
+- a folder: every file below it whose extension is an audio one, in sorted order;
+- a manifest: a `.csv` file with a `path` column, or a `.txt` / `.lst` file with one path per line
+  (blank lines and `#` comments skipped); relative paths are relative to the manifest's folder;
+- anything else: an audio file (a missing one becomes a row with an error, not a crash).
+Paths are kept as found: absolute when the input was absolute.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".caf", ".w64", ".rf64"}
+)
+TEXT_MANIFEST_EXTENSIONS = frozenset({".txt", ".lst"})
+CSV_MANIFEST_EXTENSIONS = frozenset({".csv"})
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read (no `path` column, not text)."""
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Every audio path the inputs name, each once, in the order given (folders sorted)."""
+    seen: set[str] = set()
+    paths: list[str] = []
+    for entry in inputs:
+        for path in _expand_one(entry):
+            if path not in seen:
+                seen.add(path)
+                paths.append(path)
+    return paths
+
+
+def _expand_one(entry: str) -> list[str]:
+    path = Path(entry)
+    if path.is_dir():
+        return [str(p) for p in _walk_audio(path)]
+    suffix = path.suffix.lower()
+    if path.is_file() and suffix in CSV_MANIFEST_EXTENSIONS:
+        return _read_csv_manifest(path)
+    if path.is_file() and suffix in TEXT_MANIFEST_EXTENSIONS:
+        return _read_text_manifest(path)
+    return [entry]
+
+
+def _walk_audio(root: Path) -> list[Path]:
+    found = []
+    for directory, subdirectories, files in os.walk(root, followlinks=False):
+        subdirectories.sort()
+        for name in sorted(files):
+            if Path(name).suffix.lower() in AUDIO_EXTENSIONS and not name.startswith("."):
+                found.append(Path(directory) / name)
+    return found
+
+
+def _relative_to(manifest: Path, entry: str) -> str:
+    entry_path = Path(entry).expanduser()
+    return str(entry_path if entry_path.is_absolute() else manifest.parent / entry_path)
+
+
+def _read_text_manifest(manifest: Path) -> list[str]:
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{manifest}: not a UTF-8 text manifest ({error})") from error
+    entries = [line.strip() for line in lines]
+    return [_relative_to(manifest, entry) for entry in entries if entry and not entry.startswith("#")]
+
+
+def _read_csv_manifest(manifest: Path) -> list[str]:
+    try:
+        with open(manifest, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "path" not in reader.fieldnames:
+                raise ManifestError(f"{manifest}: a CSV manifest needs a 'path' column (has {reader.fieldnames})")
+            return [_relative_to(manifest, row["path"].strip()) for row in reader if (row["path"] or "").strip()]
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{manifest}: not a UTF-8 CSV manifest ({error})") from error

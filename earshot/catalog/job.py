@@ -1,0 +1,173 @@
+"""`earshot embed`: the catalog job on one machine.
+
+    paths --(process pool: read, decode, resample)--> waveforms --(Engine, in process)--> rows --> Parquet
+
+Decoding runs in worker processes, and enough files are kept in flight that the engine's batcher
+always has windows to pack: inference never waits on decoding. The engine is the service's own
+(the same windows, batching, pooling and bundle checks), used as a library without HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from earshot import bundle as bundle_format
+from earshot.catalog import table
+from earshot.catalog.decoding import DecodedFile, decode_path, file_identity
+from earshot.catalog.inputs import ManifestError, expand_inputs
+from earshot.catalog.progress import Progress, Summary
+from earshot.catalog.rows import error_row, success_row
+from earshot.settings import Settings
+
+log = logging.getLogger("earshot.embed")
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+FLUSH_ROWS = 256  # rows per part file; a crash loses at most these plus the files in flight
+FLUSH_SECONDS = 30.0
+FILES_IN_FLIGHT_PER_WORKER = 4
+CATALOG_DEADLINE_S = 24 * 3600.0  # an offline job has no request deadline worth the name
+
+
+@dataclass(frozen=True)
+class CatalogJob:
+    inputs: list[str]
+    bundle: str
+    out: Path
+    resume: bool = False
+    workers: int | None = None
+    with_windows: bool = False
+    top_k: int = 5
+
+    @property
+    def decode_workers(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+
+def run_catalog_job(args: argparse.Namespace) -> int:
+    job = CatalogJob(
+        inputs=list(args.inputs),
+        bundle=args.bundle,
+        out=Path(args.out),
+        resume=args.resume,
+        workers=args.workers,
+        with_windows=args.windows,
+        top_k=args.top_k,
+    )
+    settings = Settings()
+    try:
+        if args.engine == "ray":
+            from earshot.catalog.ray_job import run_on_ray
+
+            summary = run_on_ray(job, settings)
+        else:
+            summary = run_local(job, settings)
+    except (bundle_format.BundleError, table.TableError, ManifestError, FileNotFoundError) as error:
+        print(f"earshot embed: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"earshot embed: {summary.line()}", file=sys.stderr)
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a job will write: the bundle, the table layout, and the paths still to do."""
+
+    bundle: bundle_format.Bundle
+    schema: object
+    todo: list[str]
+    skipped: int
+
+
+def plan_job(job: CatalogJob, settings: Settings) -> Plan:
+    # the engine (or each Ray actor) verifies the checksums when it loads the bundle
+    loaded = bundle_format.load(bundle_format.resolve(job.bundle, settings.cache_dir), verify=False)
+    schema = table.catalog_schema(loaded.manifest.embedding_dim, job.with_windows)
+    paths = expand_inputs(job.inputs)
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    if not job.resume:
+        table.discard_parts(job.out)  # a fresh run: leftovers of an earlier one are not resumed
+        return Plan(loaded, schema, paths, 0)
+    table.check_resumable(job.out, schema)
+    done = table.done_files(job.out, loaded.name)
+    todo = []
+    for path in paths:
+        previous = done.get(path)
+        size, mtime = file_identity(path)
+        if previous and not previous.failed and (previous.size_bytes, previous.mtime_ns) == (size, mtime):
+            continue
+        todo.append(path)
+    return Plan(loaded, schema, todo, len(paths) - len(todo))
+
+
+def run_local(job: CatalogJob, settings: Settings) -> Summary:
+    plan = plan_job(job, settings)
+    engine_settings = settings.model_copy(
+        update={"request_timeout_s": CATALOG_DEADLINE_S, "max_queued_windows": max(settings.max_queued_windows, 1 << 20)}
+    )
+    summary = Summary(skipped=plan.skipped)
+    log.info("%d files to embed with %s (%d already done)", len(plan.todo), plan.bundle.name, plan.skipped)
+    asyncio.run(_embed_all(job, plan, engine_settings, summary))
+    rows = table.compact(job.out, plan.schema) if (job.out.exists() or table.parts_dir(job.out).is_dir()) else 0
+    log.info("%s holds %d rows", job.out, rows)
+    return summary
+
+
+async def _embed_all(job: CatalogJob, plan: Plan, settings: Settings, summary: Summary) -> None:
+    from earshot.service.engine import Engine
+
+    writer = table.PartWriter(job.out, plan.schema)
+    progress = Progress(len(plan.todo), summary)
+    buffer: list[dict] = []
+    last_flush = time.monotonic()
+    sample_rate = plan.bundle.manifest.sample_rate
+    in_flight = asyncio.Semaphore(job.decode_workers * FILES_IN_FLIGHT_PER_WORKER)
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding ONNX Runtime threads
+    loop = asyncio.get_running_loop()
+
+    async def one_file(path: str) -> None:
+        nonlocal last_flush
+        try:
+            decoded = await loop.run_in_executor(pool, decode_path, path, sample_rate)
+            row = await _embed_decoded(engine, plan.bundle.name, decoded, job)
+            buffer.append(row)
+            progress.advance(row["duration_s"], row["error"] is not None)
+            if len(buffer) >= FLUSH_ROWS or time.monotonic() - last_flush >= FLUSH_SECONDS:
+                writer.write(buffer[:])
+                buffer.clear()
+                last_flush = time.monotonic()
+        finally:
+            in_flight.release()
+
+    with ProcessPoolExecutor(job.decode_workers, mp_context=context) as pool:
+        async with Engine([plan.bundle], settings) as engine:
+            tasks = []
+            try:
+                for path in plan.todo:
+                    await in_flight.acquire()
+                    tasks.append(asyncio.create_task(one_file(path)))
+                await asyncio.gather(*tasks)
+            finally:
+                writer.write(buffer)  # what finished is kept, even when interrupted
+                progress.close()
+
+
+async def _embed_decoded(engine, model: str, decoded: DecodedFile, job: CatalogJob) -> dict:
+    from earshot.service.errors import ServiceError
+
+    if decoded.error is not None:
+        return error_row(decoded, model, decoded.error, job.with_windows)
+    try:
+        result = await engine.embed(decoded.waveform, model, top_k=job.top_k, windows=job.with_windows)
+    except ServiceError as error:
+        return error_row(decoded, model, str(error), job.with_windows)
+    windows = [(w.start_s, w.end_s, w.embedding) for w in result.windows or []]
+    return success_row(decoded, result.model, result.embedding, result.tags, windows, job.with_windows)

@@ -1,0 +1,68 @@
+"""Progress of a catalog job: a bar on a terminal, plain periodic log lines otherwise, a summary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger("earshot.embed")
+
+LOG_EVERY_S = 10.0
+
+
+@dataclass
+class Summary:
+    files: int = 0  # rows written this run
+    failed: int = 0
+    skipped: int = 0  # already done (--resume)
+    audio_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def wall_seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def line(self) -> str:
+        wall = max(self.wall_seconds, 1e-9)
+        return (
+            f"{self.files} files ({self.failed} failed, {self.skipped} skipped as done), "
+            f"{self.audio_seconds / 3600:.3f} audio hours in {wall:.1f} s: "
+            f"{self.files / wall:.1f} files/s, {self.audio_seconds / 3600 / wall:.4f} audio-hours/s"
+        )
+
+
+class Progress:
+    """Counts files as they finish; draws a tqdm bar when stderr is a terminal, logs otherwise."""
+
+    def __init__(self, total: int, summary: Summary, interactive: bool | None = None):
+        self.total = total
+        self.summary = summary
+        self.interactive = sys.stderr.isatty() if interactive is None else interactive
+        self.bar = None
+        self.last_log = time.monotonic()
+        if self.interactive:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="file", dynamic_ncols=True, smoothing=0.1)
+
+    def advance(self, duration_s: float | None, failed: bool) -> None:
+        self.summary.files += 1
+        self.summary.failed += int(failed)
+        self.summary.audio_seconds += duration_s or 0.0
+        if self.bar is not None:
+            hours_per_s = self.summary.audio_seconds / 3600 / max(self.summary.wall_seconds, 1e-9)
+            self.bar.set_postfix(failed=self.summary.failed, audio_h_per_s=f"{hours_per_s:.4f}", refresh=False)
+            self.bar.update(1)
+        elif time.monotonic() - self.last_log >= LOG_EVERY_S:
+            self.last_log = time.monotonic()
+            done = self.summary.files
+            rate = done / max(self.summary.wall_seconds, 1e-9)
+            eta = (self.total - done) / rate if rate > 0 else float("inf")
+            log.info("%d/%d files, %s; ETA %.0f s", done, self.total, self.summary.line(), eta)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        log.info("done: %s", self.summary.line())

@@ -1,0 +1,1 @@
+"""Checkpoint loaders: each reads one published format and returns an ExportableModel."""

@@ -1,0 +1,81 @@
+"""AST checkpoints (transformers, original .pth) -> ExportableModel for `earshot export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from earshot.bundle import Padding
+from earshot.export.exportable import ExportableModel
+from earshot.models.checkpoints.ast import ASTCheckpoint, read_ast_pth, read_hf_checkpoint
+from earshot.models.config import AST_BASE
+
+FAMILY = "ast"
+PADDING = Padding(
+    "frames",
+    "AST computes the fbank on the real samples and pads it with zeros (log-mel 0, before "
+    "normalisation) to its frame count; the graph replaces frames past num_samples by that value.",
+)
+
+
+def _exportable(checkpoint: ASTCheckpoint, name: str, uri: str) -> ExportableModel:
+    fbank, encoder = checkpoint.fbank, checkpoint.encoder
+    return ExportableModel(
+        module=checkpoint.build(),
+        name=name,
+        family=FAMILY,
+        sample_rate=fbank.sample_rate,
+        window_samples=fbank.window_samples,
+        hop_samples=fbank.hop_samples,
+        embedding_dim=encoder.embed_dim,
+        labels=checkpoint.labels,
+        padding=PADDING,
+        source={"uri": uri, "sha256": checkpoint.sha256(), "format": checkpoint.format},
+        tag_activation="sigmoid",
+        notes={
+            "frontend": "Kaldi fbank: 25 ms / 10 ms, hanning, pre-emphasis 0.97, per-frame DC removal, "
+            f"{fbank.num_mel_bins} mel, {fbank.num_frames} frames, (x - {fbank.norm_mean}) / (2 * {fbank.norm_std})",
+            "patches": f"{encoder.patch_size}x{encoder.patch_size}, stride {encoder.fstride} (mel) x "
+            f"{encoder.tstride} (time), grid {encoder.grid[0]} x {encoder.grid[1]}",
+            "encoder": f"{encoder.depth} layers, {encoder.embed_dim} wide, {encoder.num_heads} heads",
+        },
+    )
+
+
+def _default_name(reference: str) -> str:
+    stem = Path(reference.rstrip("/")).name
+    stem = stem[: -len(".pth")] if stem.endswith(".pth") else stem
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).lstrip("._-")
+    return cleaned[:128] or FAMILY
+
+
+def load_hf(reference: str, name: str | None = None) -> ExportableModel:
+    """A transformers AST checkpoint: a save_pretrained directory, or a hub id (needs internet)."""
+    checkpoint = read_hf_checkpoint(reference)
+    path = Path(reference)
+    uri = str(path.resolve()) if path.exists() else reference
+    return _exportable(checkpoint, name or _default_name(reference), uri)
+
+
+def load_ast_pth(
+    path: str,
+    name: str | None = None,
+    fstride: int = AST_BASE.fstride,
+    tstride: int = AST_BASE.tstride,
+    input_fdim: int = AST_BASE.input_fdim,
+    input_tdim: int = AST_BASE.input_tdim,
+    num_heads: int | None = None,
+    labels: list[str] | None = None,
+) -> ExportableModel:
+    """An original AST .pth (module.v.* keys). The file records neither strides, input size nor
+    heads: AST's defaults are 10, 10, 128 x 1024 and embed_dim // 64 heads (num_heads=None).
+    labels: one per class, in the head's order; `class_<i>` when None."""
+    checkpoint = read_ast_pth(
+        path,
+        fstride=fstride,
+        tstride=tstride,
+        input_fdim=input_fdim,
+        input_tdim=input_tdim,
+        num_heads=num_heads,
+        labels=labels,
+    )
+    return _exportable(checkpoint, name or _default_name(path), str(Path(path).resolve()))

@@ -1,0 +1,1 @@
+"""PyTorch encoders, frontends and checkpoint converters (the `export` extra: needs torch)."""

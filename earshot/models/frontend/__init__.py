@@ -1,0 +1,1 @@
+"""Exportable audio frontends (waveform in, features out)."""

@@ -1,0 +1,1 @@
+"""HTTP routes, one router per group. They speak HTTP and pydantic; `serving` calls the engine."""

@@ -1,0 +1,103 @@
+"""Request and response bodies of the HTTP API (DESIGN.md section 3), as pydantic models."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_TOP_K = 1000  # more tags than any label set we serve; bigger values are a mistake in the request
+
+
+class EmbedParams(BaseModel):
+    """Query parameters of POST /v1/embed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description='bundle name; "default" or none: the default model')
+    top_k: int | None = Field(None, ge=0, le=MAX_TOP_K, description="tags to return (default: the server's)")
+    windows: bool = Field(False, description="also return per-window results with timestamps")
+
+
+class TagOut(BaseModel):
+    label: str
+    score: float
+
+
+class WindowOut(BaseModel):
+    start_s: float
+    end_s: float
+    embedding: list[float]
+    tags: list[TagOut]
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    duration_s: float
+    embedding: list[float]
+    tags: list[TagOut]
+    windows: list[WindowOut] | None = None
+
+
+# -- OpenAI-style ----------------------------------------------------------------------------------
+class EmbeddingsRequest(BaseModel):
+    """POST /v1/embeddings: inputs are audio files as base64 data URIs (`data:audio/wav;base64,...`)."""
+
+    model: str = Field(description='bundle name, or "default"')
+    input: str | list[str] = Field(description="one data URI, or a list of them")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, gt=0, description="if given, must equal the model's embedding size")
+    user: str | None = None
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str  # str: base64 of little-endian float32
+
+
+class Usage(BaseModel):
+    prompt_tokens: int  # windows run
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "earshot"
+    family: str
+    precision: str
+    sample_rate: int
+    window_seconds: float
+    hop_seconds: float
+    embedding_dim: int
+    num_labels: int
+    providers: list[str]
+    default: bool
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Probe(BaseModel):
+    status: str
+    models: list[str] = []

@@ -1,0 +1,135 @@
+"""One ONNX Runtime session per bundle: feeds a batch of windows, returns the graph's outputs.
+
+Names, dtypes and the window length come from the manifest. `run` blocks (ONNX Runtime releases
+the GIL while it computes): the batcher calls it from worker threads, never from the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+
+from earshot.bundle import EMBEDDING_OUTPUT, LOGITS_OUTPUT, NUM_SAMPLES_INPUT, WAVEFORM_INPUT, Bundle
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    providers: tuple[str, ...]  # short names, in order of preference: "tensorrt", "cuda", "cpu"
+    intra_op_threads: int  # 0 = ONNX Runtime's choice
+    max_batch_windows: int  # the largest batch (TensorRT's optimisation profile is sized for it)
+    cache_dir: Path  # TensorRT engine and timing caches live under it
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    embedding: np.ndarray  # (batch, embedding_dim) float32
+    logits: np.ndarray | None  # (batch, num_labels) float32, None when the graph has no tagging head
+
+
+class Runner:
+    def __init__(self, bundle: Bundle, config: RunnerConfig) -> None:
+        manifest = bundle.manifest
+        self.bundle = bundle
+        self.config = config
+        self._waveform_dtype = np.dtype(_spec(manifest.inputs, WAVEFORM_INPUT).dtype)
+        self._num_samples_dtype = (
+            np.dtype(_spec(manifest.inputs, NUM_SAMPLES_INPUT).dtype) if manifest.takes_num_samples else None
+        )
+        self._output_names = [EMBEDDING_OUTPUT] + ([LOGITS_OUTPUT] if manifest.has_logits else [])
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = config.intra_op_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        self.session = onnxruntime.InferenceSession(
+            str(bundle.model_path), sess_options=options, providers=self._providers()
+        )
+        self.providers: list[str] = self.session.get_providers()
+        log.info("model %s runs on %s", manifest.name, ", ".join(self.providers))
+
+    def run(self, waveform: np.ndarray, num_samples: np.ndarray) -> BatchOutput:
+        """waveform (batch, window_samples), num_samples (batch,) -> the graph's outputs."""
+        feeds: dict[str, np.ndarray] = {WAVEFORM_INPUT: np.ascontiguousarray(waveform, dtype=self._waveform_dtype)}
+        if self._num_samples_dtype is not None:
+            feeds[NUM_SAMPLES_INPUT] = np.ascontiguousarray(num_samples, dtype=self._num_samples_dtype)
+        outputs = self.session.run(self._output_names, feeds)
+        embedding = np.asarray(outputs[0], dtype=np.float32)  # (batch, embedding_dim)
+        logits = np.asarray(outputs[1], dtype=np.float32) if len(outputs) > 1 else None  # (batch, num_labels)
+        return BatchOutput(embedding=embedding, logits=logits)
+
+    def warm_up(self) -> None:
+        """Run the smallest and the largest batch once, so first requests pay no set-up cost."""
+        window = self.bundle.manifest.window_samples
+        for batch in sorted({1, self.config.max_batch_windows}):
+            waveform = np.zeros((batch, window), dtype=np.float32)  # (batch, window_samples)
+            num_samples = np.full((batch,), window, dtype=np.int64)  # (batch,)
+            self.run(waveform, num_samples)
+
+    # -- providers ---------------------------------------------------------------------------------
+    def _providers(self) -> list[tuple[str, dict[str, Any]]]:
+        available = set(onnxruntime.get_available_providers())
+        chosen: list[tuple[str, dict[str, Any]]] = []
+        for short in self.config.providers:
+            if short not in PROVIDERS:
+                raise ValueError(f"unknown provider {short!r}; choose from {', '.join(PROVIDERS)}")
+            full = PROVIDERS[short]
+            if full not in available:
+                log.warning(
+                    "provider %s is not available in this ONNX Runtime (%s); model %s falls back",
+                    short,
+                    ", ".join(sorted(available)),
+                    self.bundle.name,
+                )
+                continue
+            chosen.append((full, self._provider_options(short)))
+        if not any(name == PROVIDERS["cpu"] for name, _ in chosen):
+            chosen.append((PROVIDERS["cpu"], {}))
+        return chosen
+
+    def _provider_options(self, short: str) -> dict[str, Any]:
+        manifest = self.bundle.manifest
+        given = dict(manifest.providers.get(short) or manifest.providers.get(PROVIDERS[short]) or {})
+        if short != "tensorrt":
+            return given
+        # One optimisation profile: the window length is fixed, the batch runs from 1 to the largest.
+        cache = self.config.cache_dir / "tensorrt" / f"{manifest.name}-{manifest.files[manifest.model_file][:12]}"
+        cache.mkdir(parents=True, exist_ok=True)
+        window = manifest.window_samples
+
+        def shapes(batch: int) -> str:
+            names = [f"{WAVEFORM_INPUT}:{batch}x{window}"]
+            if manifest.takes_num_samples:
+                names.append(f"{NUM_SAMPLES_INPUT}:{batch}")
+            return ",".join(names)
+
+        defaults: dict[str, Any] = {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache),
+            "trt_profile_min_shapes": shapes(1),
+            "trt_profile_opt_shapes": shapes(self.config.max_batch_windows),
+            "trt_profile_max_shapes": shapes(self.config.max_batch_windows),
+        }
+        return {**defaults, **given}
+
+
+def _spec(specs: list[Any], name: str) -> Any:
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)

