@@ -75,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores)")
     embed.add_argument("--windows", action="store_true", help="also store per-window embeddings and times")
     embed.add_argument("--top-k", type=int, default=5)
-    embed.add_argument("--engine", choices=["local", "ray"], default="local")
+    embed.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="local: this machine; ray: a Ray cluster (RAY_ADDRESS) or a local Ray runtime")
+    embed.add_argument("--flush-rows", type=int, default=256,
+                       help="rows per part file written as the job goes (a crash loses at most these)")
     embed.set_defaults(handler=run_embed)
     return parser
 

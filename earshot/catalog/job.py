@@ -31,7 +31,6 @@ from earshot.settings import Settings
 log = logging.getLogger("earshot.embed")
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-FLUSH_ROWS = 256  # rows per part file; a crash loses at most these plus the files in flight
 FLUSH_SECONDS = 30.0
 FILES_IN_FLIGHT_PER_WORKER = 4
 CATALOG_DEADLINE_S = 24 * 3600.0  # an offline job has no request deadline worth the name
@@ -46,6 +45,7 @@ class CatalogJob:
     workers: int | None = None
     with_windows: bool = False
     top_k: int = 5
+    flush_rows: int = 256  # rows per part file; a crash loses at most these plus the files in flight
 
     @property
     def decode_workers(self) -> int:
@@ -61,6 +61,7 @@ def run_catalog_job(args: argparse.Namespace) -> int:
         workers=args.workers,
         with_windows=args.windows,
         top_k=args.top_k,
+        flush_rows=args.flush_rows,
     )
     settings = Settings()
     try:
@@ -140,7 +141,7 @@ async def _embed_all(job: CatalogJob, plan: Plan, settings: Settings, summary: S
             row = await _embed_decoded(engine, plan.bundle.name, decoded, job)
             buffer.append(row)
             progress.advance(row["duration_s"], row["error"] is not None)
-            if len(buffer) >= FLUSH_ROWS or time.monotonic() - last_flush >= FLUSH_SECONDS:
+            if len(buffer) >= job.flush_rows or time.monotonic() - last_flush >= FLUSH_SECONDS:
                 writer.write(buffer[:])
                 buffer.clear()
                 last_flush = time.monotonic()

@@ -20,7 +20,7 @@ import numpy as np
 from earshot import bundle as bundle_format
 from earshot.catalog import table
 from earshot.catalog.decoding import DecodedFile, decode_path
-from earshot.catalog.job import FLUSH_ROWS, CatalogJob, plan_job
+from earshot.catalog.job import CatalogJob, plan_job
 from earshot.catalog.progress import Progress, Summary
 from earshot.catalog.rows import error_row, success_row
 from earshot.service.engine.pooling import mean_pool, tag_scores, top_k
@@ -38,7 +38,8 @@ def run_on_ray(job: CatalogJob, settings: Settings) -> Summary:
 
     plan = plan_job(job, settings)
     summary = Summary(skipped=plan.skipped)
-    if not ray.is_initialized():
+    started_here = not ray.is_initialized()
+    if started_here:
         ray.init(num_cpus=None if os.environ.get("RAY_ADDRESS") else job.decode_workers, log_to_driver=False)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actors = max(1, gpus) if gpus else 1
@@ -61,11 +62,13 @@ def run_on_ray(job: CatalogJob, settings: Settings) -> Summary:
             row = _restore(record)
             buffer.append(row)
             progress.advance(row["duration_s"], row["error"] is not None)
-            if len(buffer) >= FLUSH_ROWS:
+            if len(buffer) >= job.flush_rows:
                 writer.write(buffer)
                 buffer = []
         writer.write(buffer)
     progress.close()
+    if started_here:
+        ray.shutdown()
     rows = table.compact(job.out, plan.schema) if (job.out.exists() or table.parts_dir(job.out).is_dir()) else 0
     log.info("%s holds %d rows", job.out, rows)
     return summary

@@ -40,7 +40,7 @@ class ASTEncoder(nn.Module):
     def forward_features(self, fbank: torch.Tensor) -> torch.Tensor:
         """fbank (B, T, F) normalised log-mel -> tokens (B, prefix + F' * T', D) after the final norm."""
         config = self.config
-        if tuple(fbank.shape[1:]) != (config.input_tdim, config.input_fdim):
+        if not torch.jit.is_tracing() and tuple(fbank.shape[1:]) != (config.input_tdim, config.input_fdim):
             raise ValueError(
                 f"expected fbank (batch, {config.input_tdim}, {config.input_fdim}); got {tuple(fbank.shape)}"
             )

@@ -95,6 +95,29 @@ class Dockerfile:
                 found = item
         return found
 
+    def commands(self, name: str) -> list[list[str]]:
+        """The shell commands a stage RUNs (each `a && b` split in two), as argv, ENV substituted."""
+        env = self.environment(name)
+        return [
+            shlex.split(substitute(part, env))
+            for item in self.by_name[name].find("RUN") if item.exec_form() is None
+            for part in item.arguments.split("&&")
+        ]
+
+    def command(self, name: str, *prefix: str) -> list[str]:
+        """The one command of a stage that starts with PREFIX (`"earshot", "export"`)."""
+        (found,) = [argv for argv in self.commands(name) if tuple(argv[: len(prefix)]) == prefix]
+        return found
+
+    def destination(self, source: str) -> str:
+        """Where a COPY from the build context puts SOURCE (a path relative to the context)."""
+        for stage in self.stages:
+            for item in stage.find("COPY"):
+                paths = item.positional()
+                if "from" not in item.flags() and source in paths[:-1]:
+                    return paths[-1]
+        raise KeyError(f"{source} is not copied into any stage")
+
     def environment(self, name: str) -> dict[str, str]:
         """ENV in force in a target image."""
         env: dict[str, str] = {}

@@ -98,7 +98,7 @@ def test_entrypoint_health_check_and_settings(dockerfile: dockerfile_model.Docke
     healthcheck = dockerfile.effective(target, "HEALTHCHECK")
     assert healthcheck is not None
     command = json.loads(healthcheck.arguments.split("CMD", 1)[1])
-    assert command[0] == "python" and command[1] == installed_path(dockerfile, HEALTHCHECK_SCRIPT)
+    assert command[0] == "python" and command[1] == dockerfile.destination(relative(HEALTHCHECK_SCRIPT))
     assert 'READY_PATH = "/readyz"' in HEALTHCHECK_SCRIPT.read_text(encoding="utf-8")
 
     env = dockerfile.environment(target)
@@ -114,7 +114,8 @@ def test_entrypoint_health_check_and_settings(dockerfile: dockerfile_model.Docke
 def test_default_bundle_is_built_where_default_resolves(dockerfile: dockerfile_model.Dockerfile) -> None:
     """`earshot serve` with no --bundle serves `default`: the export writes it to
     $EARSHOT_CACHE_DIR/bundles/<DEFAULT_MODEL>, and the images carry that directory."""
-    out = Path(export_command(dockerfile)[export_command(dockerfile).index("--out") + 1])
+    export = dockerfile.command("bundle", "earshot", "export")
+    out = Path(export[export.index("--out") + 1])
     for target in IMAGE_TARGETS:
         cache_dir = Path(dockerfile.environment(target)["EARSHOT_CACHE_DIR"])
         assert out == bundle_format.cache_bundles_dir(cache_dir) / bundle_format.ALIASES["default"]
@@ -188,25 +189,8 @@ def test_gpu_image_finds_its_cuda_libraries(dockerfile: dockerfile_model.Dockerf
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def export_command(dockerfile: dockerfile_model.Dockerfile) -> list[str]:
-    """The `earshot export ...` command the bundle stage runs, as argv."""
-    for item in dockerfile.by_name["bundle"].find("RUN"):
-        for part in item.arguments.split("&&"):
-            argv = shlex.split(part)
-            if argv[:2] == ["earshot", "export"]:
-                return argv
-    raise AssertionError("the bundle stage runs no `earshot export`")
-
-
-def installed_path(dockerfile: dockerfile_model.Dockerfile, source: Path) -> str:
-    """Where a COPY puts a file of the repository inside the image."""
-    relative = source.relative_to(REPO_ROOT).as_posix()
-    for stage in dockerfile.stages:
-        for item in stage.find("COPY"):
-            paths = item.positional()
-            if "from" not in item.flags() and relative in paths[:-1]:
-                return paths[-1]
-    raise AssertionError(f"{relative} is not copied into any stage")
+def relative(path: Path) -> str:
+    return path.relative_to(REPO_ROOT).as_posix()
 
 
 def run_requirements_script(*arguments: str) -> list[str]:

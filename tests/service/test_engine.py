@@ -163,3 +163,16 @@ def test_tag_activations() -> None:
     np.testing.assert_allclose(tag_scores(logits, "sigmoid"), 1 / (1 + np.exp(-logits)))
     np.testing.assert_allclose(tag_scores(logits, "softmax").sum(), 1.0)
     np.testing.assert_allclose(tag_scores(logits, "none"), logits)
+
+
+async def test_unavailable_providers_fall_back_to_the_cpu(tiny_bundle, tmp_path, caplog) -> None:
+    settings = make_settings(tmp_path, providers=["tensorrt", "cuda", "cpu"])
+    caplog.set_level("WARNING")
+    async with Engine([tiny_bundle.path], settings) as engine:
+        assert engine.providers("tiny")[-1] == "CPUExecutionProvider"
+        result = await engine.embed(_clip(0.3), "tiny")
+    np.testing.assert_allclose(result.embedding, _expected(tiny_bundle, _clip(0.3))[0].mean(axis=0), atol=1e-5)
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        assert "falls back" in caplog.text

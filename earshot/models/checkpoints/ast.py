@@ -294,7 +294,9 @@ def pth_encoder_config(
     embed_dim = int(_require(state, "v.cls_token", where).shape[-1])
     proj = _require(state, "v.patch_embed.proj.weight", where)  # (D, 1, p, p)
     if proj.ndim != 4 or proj.shape[2] != proj.shape[3]:
-        raise CheckpointError(f"{where}: key 'v.patch_embed.proj.weight' has shape {list(proj.shape)}, expected [D, 1, p, p]")
+        raise CheckpointError(
+            f"{where}: key 'v.patch_embed.proj.weight' has shape {list(proj.shape)}, expected [D, 1, p, p]"
+        )
     depth = len({m.group(1) for key in state if (m := re.fullmatch(r"v\.blocks\.(\d+)\..*", key))})
     fc1 = _require(state, "v.blocks.0.mlp.fc1.weight", where)  # (hidden, D)
     if num_heads is None:

@@ -60,7 +60,9 @@ def read_torch(path: Path) -> dict[str, torch.Tensor]:
         if only_key in ("state_dict", "model") and isinstance(data[only_key], Mapping):
             data = data[only_key]
     if not isinstance(data, Mapping):
-        raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(data).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a state dict (a mapping of names to tensors), got {type(data).__name__}"
+        )
     state = {}
     for key, value in data.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):

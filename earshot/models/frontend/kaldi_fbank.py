@@ -114,11 +114,8 @@ class KaldiFbank(nn.Module):
 
     def forward(self, waveform: torch.Tensor, num_samples: torch.Tensor) -> torch.Tensor:
         config = self.config
-        length = waveform.shape[-1]
-        if length > self.window_samples:
-            waveform = waveform[:, : self.window_samples]
-        elif length < self.window_samples:
-            waveform = nn.functional.pad(waveform, (0, self.window_samples - length))
+        if not torch.jit.is_tracing():  # traced (ONNX export) at exactly window_samples: static shapes
+            waveform = self.fit_to_window(waveform)
         spectrum = self.framing(waveform.unsqueeze(1))  # (B, 2K, T)
         real, imag = spectrum[:, : self.num_fft_bins], spectrum[:, self.num_fft_bins :]  # (B, K, T) each
         power = real * real + imag * imag  # (B, K, T)
@@ -127,3 +124,12 @@ class KaldiFbank(nn.Module):
         real_frame = self.frame_end.unsqueeze(0) <= num_samples.unsqueeze(1)  # (B, T)
         log_mel = torch.where(real_frame.unsqueeze(-1), log_mel, config.pad_value)  # (B, T, M)
         return (log_mel - config.norm_mean) / (2.0 * config.norm_std)  # (B, T, M)
+
+    def fit_to_window(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(B, N) -> (B, window_samples): cut, or zero-padded at the end."""
+        length = waveform.shape[-1]
+        if length > self.window_samples:
+            return waveform[:, : self.window_samples]
+        if length < self.window_samples:
+            return nn.functional.pad(waveform, (0, self.window_samples - length))
+        return waveform

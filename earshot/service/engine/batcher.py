@@ -262,7 +262,7 @@ class Batcher:
         except Exception as error:  # a failing model must answer its callers, not hang them
             log.exception("model %s failed on a batch of %d windows", self.name, _windows_in(batch))
             for piece in batch:
-                if not piece.job.future.done():
+                if not piece.job.abandoned and not piece.job.future.done():  # someone still waits for it
                     piece.job.future.set_exception(InferenceFailed(f"model {self.name} failed: {error}"))
                 self._abandon(piece.job, "failed")
         else:

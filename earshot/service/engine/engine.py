@@ -26,7 +26,7 @@ from earshot.service.audio import Audio, AudioLimits, decode
 from earshot.service.engine.batcher import Batcher, BatcherConfig, JobResult
 from earshot.service.engine.pooling import Tag, mean_pool, tag_scores, top_k
 from earshot.service.engine.runner import Runner, RunnerConfig
-from earshot.service.engine.windows import WindowSpec, cut
+from earshot.service.engine.windows import Windows, WindowSpec, cut
 from earshot.service.errors import DeadlineExceeded, Draining, EmptyAudio, NotReady, UnknownModel
 from earshot.settings import Settings
 
@@ -279,7 +279,7 @@ class Engine:
         self,
         served: _Model,
         result: JobResult,
-        cut_windows,
+        cut_windows: Windows,
         duration_s: float,
         k: int | None,
         with_windows: bool,
