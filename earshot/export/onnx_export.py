@@ -124,8 +124,20 @@ def build_manifest(model: ExportableModel, precision: str, report: ParityReport)
         source=dict(model.source),
         parity=report.to_json(),
         providers=provider_options(model.window_samples, precision),
-        notes=dict(model.notes),
+        notes={**model.notes, **PRECISION_NOTES[precision]},
     )
+
+
+PRECISION_NOTES = {
+    "fp32": {},
+    "fp16": {"fp16": "float16 everywhere but the frontend (fbank) and the graph's inputs and outputs"},
+    "int8": {
+        "int8": "ONNX Runtime dynamic quantisation of the weight MatMuls (int8 weights, activations "
+        "quantised at run time with one scale per batch); frontend, patch-embedding conv and "
+        "attention's activation-by-activation MatMuls stay float. Because the activation scale is "
+        "per batch, a window's output moves within quantisation noise with its batch-mates."
+    },
+}
 
 
 def provider_options(window_samples: int, precision: str) -> dict[str, dict[str, object]]:

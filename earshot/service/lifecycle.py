@@ -19,6 +19,8 @@ from earshot.settings import Settings
 
 log = logging.getLogger(__name__)
 
+ANSWER_LEFTOVERS_S = 2.0  # after the grace period, how long requests refused by the engine get to answer
+
 
 class State(enum.Enum):
     STARTING = "starting"
@@ -82,6 +84,12 @@ class Lifecycle:
             await asyncio.wait_for(finish(), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             log.warning("grace period of %.1f s over with %d request(s) in flight", grace_s, self._in_flight)
+            if self.engine is not None:
+                await self.engine.close()  # what is still queued is answered 503 "draining"
+            try:
+                await asyncio.wait_for(self._idle.wait(), ANSWER_LEFTOVERS_S)
+            except TimeoutError:
+                pass
             return False
         log.info("drained")
         return True

@@ -53,7 +53,8 @@ class DrainingServer(uvicorn.Server):
             self._drain_task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
-        await self.lifecycle.drain(self.grace_s)
+        if not await self.lifecycle.drain(self.grace_s):
+            self.config.timeout_graceful_shutdown = 0  # the grace is spent: uvicorn cancels what is left
         self.should_exit = True
 
     def _startup_failed(self, reason: str) -> None:

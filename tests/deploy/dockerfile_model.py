@@ -96,10 +96,10 @@ class Dockerfile:
         return found
 
     def commands(self, name: str) -> list[list[str]]:
-        """The shell commands a stage RUNs (each `a && b` split in two), as argv, ENV substituted."""
-        env = self.environment(name)
+        """The shell commands a stage RUNs (each `a && b` split in two), as argv, ARG and ENV substituted."""
+        variables = {**self.build_args(name), **self.environment(name)}
         return [
-            shlex.split(substitute(part, env))
+            shlex.split(substitute(part, variables))
             for item in self.by_name[name].find("RUN") if item.exec_form() is None
             for part in item.arguments.split("&&")
         ]
@@ -117,6 +117,18 @@ class Dockerfile:
                 if "from" not in item.flags() and source in paths[:-1]:
                     return paths[-1]
         raise KeyError(f"{source} is not copied into any stage")
+
+    def build_args(self, name: str) -> dict[str, str]:
+        """ARGs a stage declares, with their defaults (a bare `ARG X` takes the global `ARG X=...`)."""
+        values: dict[str, str] = {}
+        for item in self.by_name[name].find("ARG"):
+            key, has_default, default = item.arguments.partition("=")
+            key = key.strip()
+            if has_default:
+                values[key] = default.strip()
+            elif key in self.global_args:
+                values[key] = self.global_args[key]
+        return values
 
     def environment(self, name: str) -> dict[str, str]:
         """ENV in force in a target image."""

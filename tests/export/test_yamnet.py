@@ -171,7 +171,10 @@ def results(clips, probe, original) -> dict[str, dict[str, np.ndarray]]:
     out = {}
     for name, clip in clips.items():
         windows = engine_windows(clip)
-        batches = [probe.run(["embedding", "logits", "audio"], {"waveform": windows[i : i + 32]}) for i in range(0, len(windows), 32)]
+        batches = [
+            probe.run(["embedding", "logits", "audio"], {"waveform": windows[i : i + 32]})
+            for i in range(0, len(windows), 32)
+        ]
         whole = run_original(original, whole_clip_patches(clip))
         window_patches = per_window_patches(clip)
         alone = run_original(original, window_patches)
@@ -201,7 +204,8 @@ def test_bundle_loads_verified_with_the_contract_shapes(yamnet: bundle.Bundle, s
     assert loaded.labels[0] == "Speech" and loaded.labels[520] == "Field recording"
     session = ort.InferenceSession(str(loaded.model_path), providers=["CPUExecutionProvider"])
     assert [(i.name, i.shape) for i in session.get_inputs()] == [("waveform", ["batch", WINDOW])]
-    assert [(o.name, o.shape) for o in session.get_outputs()] == [("embedding", ["batch", 1024]), ("logits", ["batch", 521])]
+    outputs = [(o.name, o.shape) for o in session.get_outputs()]
+    assert outputs == [("embedding", ["batch", 1024]), ("logits", ["batch", 521])]
 
 
 def test_reference_frontend_is_torch_stft_center_true(clips):
@@ -295,20 +299,26 @@ def test_refuses_a_zip_that_is_not_the_yamnet_export(tmp_path):
 
 
 def test_default_bundle_is_built_once_even_when_two_processes_start_together(tmp_path):
+    """Two servers starting at once on a fresh cache, each building the bundle without torch."""
     cache = tmp_path / "cache"
-    script = "import sys; from earshot.export.yamnet import ensure_default_bundle; print(ensure_default_bundle(sys.argv[1]))"
+    script = (
+        "import sys; from earshot.export.yamnet import ensure_default_bundle; "
+        "print(ensure_default_bundle(sys.argv[1])); print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    starts = [subprocess.Popen([sys.executable, "-c", script, str(cache)], stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
-    paths = {process.communicate(timeout=120)[0].strip() for process in starts}
+    starts = [
+        subprocess.Popen([sys.executable, "-c", script, str(cache)], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
+    printed = {process.communicate(timeout=120)[0] for process in starts}
     assert [process.returncode for process in starts] == [0, 0]
     target = cache / "bundles" / "yamnet"
-    assert paths == {str(target)}
+    assert printed == {f"{target}\n[]\n"}
     assert [p.name for p in (cache / "bundles").iterdir()] == ["yamnet"]  # no scratch directories left
-    built = bundle.load(target, verify=True)
+    assert bundle.load(target, verify=True).manifest.name == "yamnet"
     assert bundle.resolve("default", cache) == target
     manifest_time = (target / bundle.MANIFEST_FILE).stat().st_mtime_ns
     from earshot.export.yamnet import ensure_default_bundle
 
     assert ensure_default_bundle(cache) == target
-    assert (target / bundle.MANIFEST_FILE).stat().st_mtime_ns == manifest_time  # not rebuilt
-    assert built.manifest.name == "yamnet"
+    assert (target / bundle.MANIFEST_FILE).stat().st_mtime_ns == manifest_time  # found, not rebuilt

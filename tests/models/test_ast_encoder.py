@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ast_fixtures import CLIPS, NON_DEFAULT, window_batch
+from ast_fixtures import CLIPS, NON_DEFAULT, TINY, randomise_unit_scale, window_batch
 from earshot.models.checkpoints.ast import read_hf_checkpoint
 
 LOGITS_TOLERANCE = 1e-4  # given the same features
@@ -90,3 +90,19 @@ def test_labels_and_frontend_settings_come_from_the_checkpoint(make_hf_checkpoin
     assert (checkpoint.fbank.norm_mean, checkpoint.fbank.norm_std) == (-6.6268077, 5.358466)
     assert checkpoint.fbank.window_samples == 127 * 160 + 400
     assert checkpoint.encoder.layer_norm_eps == 1e-12  # transformers' AST config value, not timm's
+
+
+def test_ast_model_checkpoint_without_head_gives_embeddings_only(tmp_path):
+    from transformers import ASTConfig, ASTModel
+
+    reference = ASTModel(ASTConfig(**TINY, max_length=120))
+    randomise_unit_scale(reference, seed=8)
+    reference.eval().save_pretrained(tmp_path)
+    checkpoint = read_hf_checkpoint(tmp_path)
+    assert checkpoint.encoder.num_classes == 0 and checkpoint.labels == []
+    features = torch.randn(2, 120, 128, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        embedding, logits = checkpoint.build().encoder(features)
+        expected = reference(features).pooler_output
+    assert logits is None
+    torch.testing.assert_close(embedding, expected, rtol=0, atol=LOGITS_TOLERANCE)

@@ -15,7 +15,7 @@ from earshot.service.app import create_app
 from earshot.service.audio import AudioLimits, decode
 from earshot.service.engine.windows import WindowSpec, cut
 from metrics_text import names, sample
-from small_bundles import SAMPLE_RATE, tiny_reference
+from small_bundles import tiny_reference
 
 pytestmark = pytest.mark.anyio
 AUDIO_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "audio"

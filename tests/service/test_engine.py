@@ -176,3 +176,22 @@ async def test_unavailable_providers_fall_back_to_the_cpu(tiny_bundle, tmp_path,
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         assert "falls back" in caplog.text
+
+
+async def test_several_bundles_are_served_side_by_side(tiny_bundle, slow_bundle, tmp_path) -> None:
+    async with Engine([tiny_bundle.path, slow_bundle.path], make_settings(tmp_path)) as engine:
+        assert engine.models == ["tiny", "slow"] and engine.default_model == "tiny"
+        tiny, slow = await asyncio.gather(engine.embed(_clip(0.3), "tiny"), engine.embed(_clip(0.3), "slow"))
+        assert (tiny.model, tiny.num_windows, slow.model, slow.num_windows) == ("tiny", 5, "slow", 3)
+    twice = Engine([tiny_bundle.path, tiny_bundle.path], make_settings(tmp_path))
+    with pytest.raises(bundle_format.BundleError, match="two bundles"):
+        await twice.start()
+
+
+async def test_batches_never_exceed_max_batch_windows(tiny_bundle, tmp_path) -> None:
+    settings = make_settings(tmp_path, max_batch_windows=4, max_wait_ms=20.0)
+    async with Engine([tiny_bundle.path], settings) as engine:
+        results = await asyncio.gather(*(engine.embed(_clip(0.3, seed=i), "tiny") for i in range(5)))  # 5 x 5
+        windows = sum(result.num_windows for result in results)
+        assert engine.windows_run("tiny") == windows == 25
+        assert engine.batches_run("tiny") == 7  # ceil(25 / 4): every batch full but the last

@@ -120,6 +120,23 @@ async def test_sigterm_finishes_admitted_requests_refuses_new_ones_then_exits(sl
         httpx.get(url + "/healthz", timeout=2)
 
 
+async def test_the_grace_timeout_ends_the_drain(slow_bundle, tmp_path) -> None:
+    server = _start(slow_bundle.path, tmp_path, GRACE_TIMEOUT_S="0.2")
+    try:
+        url = server.url
+        endless = (AUDIO_DIR / "long_75s_stereo_22k.flac").read_bytes()  # 750 windows: seconds of work
+        async with httpx.AsyncClient(timeout=60) as client, httpx.AsyncClient(timeout=10) as prober:
+            admitted = asyncio.create_task(client.post(url + "/v1/embed", content=endless))
+            await _wait_for(prober, url, "earshot_windows_total", 1, model="slow")
+            server.process.send_signal(signal.SIGTERM)
+            cut_off = await admitted
+        assert cut_off.status_code == 503 and cut_off.json()["error"]["code"] == "draining"
+        assert await asyncio.to_thread(server.process.wait, 30) == 0, server.output()
+        assert "grace period of 0.2 s over with 1 request(s) in flight" in server.output()
+    finally:
+        _stop(server)
+
+
 async def test_a_client_that_hangs_up_has_its_windows_dropped(slow_server: Server) -> None:
     url = slow_server.url
     long_clip = (AUDIO_DIR / "speech_greek_20s.ogg").read_bytes()

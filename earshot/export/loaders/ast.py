@@ -7,7 +7,7 @@ from pathlib import Path
 from earshot.bundle import Padding
 from earshot.export.exportable import ExportableModel
 from earshot.models.checkpoints.ast import ASTCheckpoint, read_ast_pth, read_hf_checkpoint
-from earshot.models.config import AST_BASE
+from earshot.models.config import AST_BASE, AST_FBANK
 
 FAMILY = "ast"
 PADDING = Padding(
@@ -65,10 +65,14 @@ def load_ast_pth(
     input_tdim: int = AST_BASE.input_tdim,
     num_heads: int | None = None,
     labels: list[str] | None = None,
+    norm_mean: float = AST_FBANK.norm_mean,
+    norm_std: float = AST_FBANK.norm_std,
 ) -> ExportableModel:
     """An original AST .pth (module.v.* keys). The file records neither strides, input size nor
     heads: AST's defaults are 10, 10, 128 x 1024 and embed_dim // 64 heads (num_heads=None).
-    labels: one per class, in the head's order; `class_<i>` when None."""
+    labels: one per class, in the head's order; `class_<i>` when None. norm_mean / norm_std: the
+    fbank statistics the model was trained with (AudioSet's by default; AST's ESC-50 recipe uses
+    -6.6268077 / 5.358466, its Speech Commands one -6.845978 / 5.5654526)."""
     checkpoint = read_ast_pth(
         path,
         fstride=fstride,
@@ -77,5 +81,7 @@ def load_ast_pth(
         input_tdim=input_tdim,
         num_heads=num_heads,
         labels=labels,
+        norm_mean=norm_mean,
+        norm_std=norm_std,
     )
     return _exportable(checkpoint, name or _default_name(path), str(Path(path).resolve()))

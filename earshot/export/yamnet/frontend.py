@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from earshot.export.yamnet.config import FRONTEND, FrontendConfig
 
@@ -121,15 +121,3 @@ def frontend_nodes(
     ]
     return nodes, tensors
 
-
-def frontend_model(config: FrontendConfig = FRONTEND, opset: int = 20) -> onnx.ModelProto:
-    """The frontend alone, waveform -> log_mel: for checking it against a reference."""
-    nodes, tensors = frontend_nodes("waveform", "log_mel", config)
-    graph = helper.make_graph(
-        nodes,
-        "yamnet_frontend",
-        [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, ["batch", config.window_samples])],
-        [helper.make_tensor_value_info("log_mel", TensorProto.FLOAT, ["batch", 1, config.patch_frames, config.n_mels])],
-        tensors,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)

@@ -32,6 +32,8 @@ def build_graph(
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r} not one of {VARIANTS}")
     graph = source.graph
+    if not any(node.name == config.batch_reshape_name for node in graph.node):
+        raise ValueError(f"no node {config.batch_reshape_name!r}: cannot make the batch dynamic")
     initializers = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
     log_mel = "/frontend/log_mel"
     nodes, tensors = frontend_nodes(WAVEFORM_INPUT, log_mel, frontend)
@@ -92,11 +94,13 @@ def _quantize_initializer(node: onnx.NodeProto, initializers: dict[str, np.ndarr
     return np.clip(q, info.min, info.max).astype(zero_point.dtype)
 
 
-def _used_initializers(nodes: list[onnx.NodeProto], initializers: dict[str, np.ndarray], extra: dict[str, np.ndarray]):
+def _used_initializers(
+    nodes: list[onnx.NodeProto], initializers: dict[str, np.ndarray], extra: dict[str, np.ndarray]
+) -> list[onnx.TensorProto]:
+    """The constants `nodes` read: `extra` (new or replaced ones) first, then the source's."""
     used = {name for node in nodes for name in node.input}
-    tensors = [numpy_helper.from_array(value, name) for name, value in extra.items() if name in used]
-    tensors += [numpy_helper.from_array(value, name) for name, value in initializers.items() if name in used and name not in extra]
-    return tensors
+    merged = {**{k: v for k, v in initializers.items() if k not in extra}, **extra}
+    return [numpy_helper.from_array(value, name) for name, value in merged.items() if name in used]
 
 
 def _int8_body(graph, initializers, log_mel: str, config: SourceGraphConfig):

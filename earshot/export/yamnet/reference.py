@@ -119,7 +119,8 @@ def measure_parity(model: onnx.ModelProto, source: onnx.ModelProto, clips: list[
         names.append(SOURCE.input_name)
     bundle_session, reference = _session(probe), source_session(source)
 
-    found: dict[str, list] = {key: [] for key in ("cos", "top1", "step", "mismatch", "net", "whole", "clip", "clip_top1")}
+    keys = ("cos", "top1", "step", "mismatch", "net", "whole", "clip", "clip_top1")
+    found: dict[str, list] = {key: [] for key in keys}
     for clip in clips:
         windows = engine_windows(clip)
         outputs = bundle_session.run(names, {WAVEFORM_INPUT: windows})

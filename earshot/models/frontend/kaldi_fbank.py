@@ -116,9 +116,11 @@ class KaldiFbank(nn.Module):
         config = self.config
         if not torch.jit.is_tracing():  # traced (ONNX export) at exactly window_samples: static shapes
             waveform = self.fit_to_window(waveform)
-        spectrum = self.framing(waveform.unsqueeze(1))  # (B, 2K, T)
-        real, imag = spectrum[:, : self.num_fft_bins], spectrum[:, self.num_fft_bins :]  # (B, K, T) each
-        power = real * real + imag * imag  # (B, K, T)
+        spectrum = self.framing(waveform.unsqueeze(1))  # (B, 2K, T): rows [0, K) real, [K, 2K) imaginary
+        # re^2 + im^2 as square, reshape, sum: every tensor here has one consumer, which keeps ONNX
+        # Runtime's fp16 converter (it casts each input of a float32-pinned node) from duplicating casts.
+        squared = spectrum.pow(2).reshape(-1, 2, self.num_fft_bins, config.num_frames)  # (B, 2, K, T)
+        power = squared.sum(dim=1)  # (B, K, T)
         mel = torch.matmul(power.transpose(1, 2), self.mel_t)  # (B, T, M)
         log_mel = torch.log(torch.clamp(mel, min=config.log_floor))  # (B, T, M)
         real_frame = self.frame_end.unsqueeze(0) <= num_samples.unsqueeze(1)  # (B, T)

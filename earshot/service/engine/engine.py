@@ -95,40 +95,42 @@ class Engine:
 
         The blocking work runs in a thread, so an event loop serving health probes stays responsive.
         """
-        models = await asyncio.to_thread(self._load_all)
-        for name, model in models.items():
-            self._models[name] = model
-            self._order.append(name)
-            model.batcher.start()
-        self._decoder = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="earshot-decode")
-        self._accepting = True
-        self._ready = True
-        log.info("engine ready: %s", ", ".join(self._order))
-
-    def _load_all(self) -> dict[str, _Model]:
-        models: dict[str, _Model] = {}
-        runner_config = RunnerConfig(
-            providers=tuple(self.settings.providers),
-            intra_op_threads=self.settings.threads,
-            max_batch_windows=self.settings.max_batch_windows,
-            cache_dir=Path(self.settings.cache_dir),
-        )
+        loaded = await asyncio.to_thread(self._load_all)
         batcher_config = BatcherConfig(
             max_batch_windows=self.settings.max_batch_windows,
             max_wait_s=self.settings.max_wait_ms / 1000.0,
             max_queued_windows=self.settings.max_queued_windows,
             runner_threads=self.settings.runner_threads,
         )
+        for runner in loaded:  # batchers are made here, on the event loop they serve
+            name = runner.bundle.name
+            self._models[name] = _Model(runner.bundle, runner, Batcher(name, runner, batcher_config))
+            self._order.append(name)
+            self._models[name].batcher.start()
+        self._decoder = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="earshot-decode")
+        self._accepting = True
+        self._ready = True
+        log.info("engine ready: %s", ", ".join(self._order))
+
+    def _load_all(self) -> list[Runner]:
+        """In a worker thread: verify and load every bundle, open and warm up its session."""
+        runners: list[Runner] = []
+        runner_config = RunnerConfig(
+            providers=tuple(self.settings.providers),
+            intra_op_threads=self.settings.threads,
+            max_batch_windows=self.settings.max_batch_windows,
+            cache_dir=Path(self.settings.cache_dir),
+        )
         for reference in self._references:
             loaded = self._load_bundle(reference)
-            if loaded.name in models:
+            if any(runner.bundle.name == loaded.name for runner in runners):
                 raise bundle_format.BundleError(f"two bundles are named {loaded.name!r}")
             began = time.perf_counter()
             runner = Runner(loaded, runner_config)
             runner.warm_up()
             log.info("model %s loaded and warmed up in %.2f s", loaded.name, time.perf_counter() - began)
-            models[loaded.name] = _Model(loaded, runner, Batcher(loaded.name, runner, batcher_config))
-        return models
+            runners.append(runner)
+        return runners
 
     def _load_bundle(self, reference: BundleReference) -> bundle_format.Bundle:
         if isinstance(reference, bundle_format.Bundle):

