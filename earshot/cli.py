@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="audio file for the parity check (repeatable; default: synthetic signals)",
     )
     export.add_argument("--force", action="store_true", help="replace an existing bundle directory")
+    export.add_argument("--no-fuse", dest="fuse", action="store_false",
+                        help="keep standard ONNX operators (no fused Attention contrib ops): for TensorRT")
     export.set_defaults(handler=run_export)
 
     models = commands.add_parser("models", help="list the bundles that can be served, with their manifests")
@@ -137,19 +139,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"earshot export: {error}", file=sys.stderr)
         return EXIT_USAGE
     if scheme == "yamnet":
-        from earshot.export.yamnet import build_yamnet_bundle
-
-        if args.precision != "fp32" and args.precision != "int8":
-            print("earshot export: the yamnet bundle is built from an int8 graph; --precision fp16 is not offered",
-                  file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            built = build_yamnet_bundle(reference, args.out, name=args.name or "yamnet", overwrite=args.force)
-        except (FileNotFoundError, FileExistsError, ValueError) as error:
-            print(f"earshot export: {error}", file=sys.stderr)
-            return EXIT_USAGE
-        print(json.dumps(built.manifest.summary()))
-        return EXIT_OK
+        return export_yamnet(reference, args)
 
     options = ExportOptions(
         name=args.name,
@@ -172,11 +162,40 @@ def run_export(args: argparse.Namespace) -> int:
     try:
         model = load_torch_model(scheme, reference, options)
         clips = [read_parity_clip(path, model.sample_rate) for path in args.parity_audio]
-        built = export_bundle(model, args.out, args.precision, parity_audio=clips, overwrite=args.force)
+        built = export_bundle(
+            model, args.out, args.precision, parity_audio=clips, overwrite=args.force, fuse=args.fuse
+        )
     except ParityError as error:
         print(f"earshot export: {error}", file=sys.stderr)
         return EXIT_FAILED
     except (CheckpointError, SourceError, FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"earshot export: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps({**built.manifest.summary(), "path": str(built.path), "parity": built.manifest.parity}))
+    return EXIT_OK
+
+
+def export_yamnet(reference: str, args: argparse.Namespace) -> int:
+    """yamnet: is pure ONNX graph surgery (no PyTorch): its bundle keeps the source's int8 graph."""
+    import shutil
+
+    from earshot.export.yamnet import YamnetParityError, YamnetSourceError, build_yamnet_bundle
+
+    if args.precision not in ("fp32", "int8"):
+        print("earshot export: the yamnet bundle is built from Qualcomm's int8 graph; --precision fp16 is not offered",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.out.exists() and any(args.out.iterdir()):
+        if not args.force:
+            print(f"earshot export: {args.out} exists and is not empty (pass --force to replace it)", file=sys.stderr)
+            return EXIT_USAGE
+        shutil.rmtree(args.out)
+    try:
+        built = build_yamnet_bundle(reference, args.out, name=args.name or "yamnet")
+    except YamnetParityError as error:
+        print(f"earshot export: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except (YamnetSourceError, FileNotFoundError, ValueError) as error:
         print(f"earshot export: {error}", file=sys.stderr)
         return EXIT_USAGE
     print(json.dumps({**built.manifest.summary(), "path": str(built.path), "parity": built.manifest.parity}))

@@ -18,8 +18,9 @@ TIMEOUT_S = 3.0
 
 def main() -> int:
     url = f"http://127.0.0.1:{Settings().port}{READY_PATH}"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an HTTP(S)_PROXY
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        with direct.open(url, timeout=TIMEOUT_S) as response:
             return 0 if response.status == 200 else 1
     except (urllib.error.URLError, OSError) as error:
         print(f"{url}: {error}", file=sys.stderr)

@@ -35,6 +35,9 @@ class ExportableModel:
     tag_activation: str = "sigmoid"
     # ONNX node-name scopes (substrings) that must stay float32 in fp16/int8 variants (the frontend)
     keep_float32_scopes: tuple[str, ...] = ("/frontend/",)
+    # ViT-style encoders: heads of each attention layer, so the exporter can fuse attention with
+    # ONNX Runtime's transformer optimiser (0: leave the graph as traced)
+    attention_heads: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
 
     @property

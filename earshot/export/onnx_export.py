@@ -13,6 +13,7 @@ import torch
 
 from earshot import bundle
 from earshot.export.exportable import ExportableModel
+from earshot.export.fusion import fuse_attention
 from earshot.export.parity import ParityError, ParityReport, check_parity, parity_windows
 from earshot.export.precision import convert_precision
 
@@ -28,8 +29,12 @@ def export_bundle(
     precision: str = "fp32",
     parity_audio: list[np.ndarray] | None = None,
     overwrite: bool = False,
+    fuse: bool = True,
 ) -> bundle.Bundle:
-    """Write `model` as a bundle in `out_dir`; raise ParityError (and write nothing) if parity fails."""
+    """Write `model` as a bundle in `out_dir`; raise ParityError (and write nothing) if parity fails.
+
+    fuse: fuse attention with ONNX Runtime's transformer optimiser (contrib operators; see fusion.py).
+    """
     if precision not in bundle.PRECISIONS:
         raise ValueError(f"precision must be one of {bundle.PRECISIONS}, got {precision!r}")
     out_path = Path(out_dir)
@@ -43,6 +48,11 @@ def export_bundle(
         fp32_path = work_dir / "model.fp32.onnx"
         has_logits = model.num_labels > 0
         trace_to_onnx(module, model.window_samples, has_logits, fp32_path)
+        fused: dict[str, int] = {}
+        if fuse and model.attention_heads:
+            fused_path = work_dir / "model.fused.onnx"
+            fused = fuse_attention(fp32_path, fused_path, model.attention_heads, model.embedding_dim)
+            fp32_path = fused_path
         staging = work_dir / "bundle"
         staging.mkdir()
         final_model = staging / bundle.MODEL_FILE
@@ -54,7 +64,7 @@ def export_bundle(
         if not report.passed:
             raise ParityError(report)
 
-        manifest = build_manifest(model, precision, report)
+        manifest = build_manifest(model, precision, report, fused)
         written = bundle.write(staging, manifest, model.labels)
         if out_path.exists():
             shutil.rmtree(out_path)
@@ -100,7 +110,9 @@ class _OutputsOnly(torch.nn.Module):
         return (embedding, logits) if self.has_logits else (embedding,)
 
 
-def build_manifest(model: ExportableModel, precision: str, report: ParityReport) -> bundle.Manifest:
+def build_manifest(
+    model: ExportableModel, precision: str, report: ParityReport, fused: dict[str, int]
+) -> bundle.Manifest:
     inputs = [
         bundle.TensorSpec(bundle.WAVEFORM_INPUT, "float32", ["batch", model.window_samples]),
         bundle.TensorSpec(bundle.NUM_SAMPLES_INPUT, "int64", ["batch"]),
@@ -124,7 +136,11 @@ def build_manifest(model: ExportableModel, precision: str, report: ParityReport)
         source=dict(model.source),
         parity=report.to_json(),
         providers=provider_options(model.window_samples, precision),
-        notes={**model.notes, **PRECISION_NOTES[precision]},
+        notes={
+            **model.notes,
+            **PRECISION_NOTES[precision],
+            "fused_operators": fused or "none: standard ONNX operators only (TensorRT-friendly)",
+        },
     )
 
 

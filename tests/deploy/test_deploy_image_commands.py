@@ -107,7 +107,7 @@ def server(dockerfile: dockerfile_model.Dockerfile, image_cache: Path,
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        with httpx.Client(base_url=base_url, timeout=5) as client:
+        with httpx.Client(base_url=base_url, timeout=5, trust_env=False) as client:
             while True:
                 if process.poll() is not None:
                     pytest.fail(f"the entrypoint exited ({process.returncode}):\n{log_path.read_text()}")
@@ -129,7 +129,7 @@ def server(dockerfile: dockerfile_model.Dockerfile, image_cache: Path,
 @pytest.fixture(scope="module")
 def scrape(server: dict[str, Any]) -> dict[str, Any]:
     """/metrics after one answered request and two refused ones, parsed like Prometheus does."""
-    with httpx.Client(base_url=server["url"], timeout=60) as client:
+    with httpx.Client(base_url=server["url"], timeout=60, trust_env=False) as client:
         ok = client.post("/v1/embed", content=CLIP.read_bytes(), headers={"Content-Type": "audio/ogg"})
         assert ok.status_code == 200, ok.text
         undecodable = client.post("/v1/embed", content=NOT_AUDIO.read_bytes(),
@@ -157,7 +157,7 @@ def test_probe_endpoints_answer(server: dict[str, Any]) -> None:
     (deployment,) = [m for m in kustomize_subset.build(KUBERNETES_DIR / "base") if m["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     paths = {container[probe]["httpGet"]["path"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")}
-    with httpx.Client(base_url=server["url"], timeout=5) as client:
+    with httpx.Client(base_url=server["url"], timeout=5, trust_env=False) as client:
         for path in sorted(paths):
             assert client.get(path).status_code == 200, path
 

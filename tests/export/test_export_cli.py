@@ -84,8 +84,11 @@ def test_int8_quantises_the_encoder_and_keeps_frontend_and_patch_conv_float(chec
     model = load_hf(str(checkpoint), name="q")
     loaded = export_bundle(model, tmp_path / "q", "int8")
     graph = onnx.load(str(loaded.model_path)).graph
-    integer = [n for n in graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeLinear")]
-    assert len(integer) >= 2 * TINY["num_hidden_layers"] * 4  # qkv, proj, fc1, fc2 per block
+    ops = [n.op_type for n in graph.node]
+    layers = TINY["num_hidden_layers"]
+    assert ops.count("QAttention") == layers  # fused attention, its qkv projection in int8
+    assert ops.count("MatMulInteger") == 3 * layers  # output projection, fc1, fc2 of each block
+    integer = [n for n in graph.node if n.op_type in ("QAttention", "MatMulInteger", "DynamicQuantizeLinear")]
     assert all("/frontend/" not in n.name for n in integer)
     assert any(n.op_type == "Conv" and "patch" in n.name for n in graph.node)  # the patch embedding stays float
 

@@ -31,6 +31,7 @@ def _exportable(checkpoint: ASTCheckpoint, name: str, uri: str) -> ExportableMod
         padding=PADDING,
         source={"uri": uri, "sha256": checkpoint.sha256(), "format": checkpoint.format},
         tag_activation="sigmoid",
+        attention_heads=encoder.num_heads,
         notes={
             "frontend": "Kaldi fbank: 25 ms / 10 ms, hanning, pre-emphasis 0.97, per-frame DC removal, "
             f"{fbank.num_mel_bins} mel, {fbank.num_frames} frames, (x - {fbank.norm_mean}) / (2 * {fbank.norm_std})",
