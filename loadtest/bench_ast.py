@@ -47,11 +47,12 @@ def load_clips(count: int) -> list[np.ndarray]:
 
 def make_checkpoint(directory: Path) -> Path:
     import torch
-    from transformers import ASTConfig, ASTForAudioClassification
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
     torch.manual_seed(0)
     config = ASTConfig(num_labels=527)  # AST-base: 12 x 768, 12 heads, 1024 frames, strides 10/10
     ASTForAudioClassification(config).eval().save_pretrained(directory)
+    ASTFeatureExtractor().save_pretrained(directory)  # AudioSet's defaults: 128 mel, 1024 frames
     return directory
 
 
