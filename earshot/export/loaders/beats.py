@@ -1,0 +1,105 @@
+"""BEATs .pt files -> ExportableModel for `earshot export beats:<file.pt>`.
+
+Pre-trained files give an embedding-only bundle (the mean of the output tokens); fine-tuned files
+add logits (the token-averaged predictor output; tags = sigmoid, as BEATs computes them), labelled
+with the file's label_dict values. Released AudioSet files label classes with AudioSet ids
+("/m/09x0r"); earshot ships no AudioSet name list, so the ids stay as they are unless the user
+passes AudioSet's `class_labels_indices.csv` (index,mid,display_name) as --labels, which maps
+each id to its display name. A plain list (one label per line) replaces the labels instead.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from earshot.bundle import Padding
+from earshot.export.exportable import ExportableModel
+from earshot.models.beats.config import DEFAULT_WINDOW_SECONDS
+from earshot.models.checkpoints.beats import BeatsCheckpoint, read_beats_checkpoint
+from earshot.models.checkpoints.io import CheckpointError
+
+FAMILY = "beats"
+PADDING = Padding(
+    "frames",
+    "BEATs sees only the whole 16-frame patches of a clip: tokens of patches that reach past "
+    "num_samples are zeroed before the position conv, masked out of attention and out of the mean "
+    "(the first patch always counts), which gives what BEATs gives on the clip alone.",
+)
+
+
+def read_label_names(path: Path) -> dict[str, str] | list[str]:
+    """AudioSet's class_labels_indices.csv -> {mid: display_name}; any other file -> one label per line
+    (or the last column of a CSV)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.reader(handle) if row]
+    header = [cell.strip().lower() for cell in rows[0]] if rows else []
+    if "mid" in header and "display_name" in header:
+        mid, name = header.index("mid"), header.index("display_name")
+        return {row[mid].strip(): row[name].strip() for row in rows[1:]}
+    if header and header[-1] in ("label", "name"):
+        rows = rows[1:]
+    return [row[-1].strip() for row in rows]
+
+
+def apply_label_names(labels: list[str], names: dict[str, str] | list[str], where: str) -> list[str]:
+    if isinstance(names, list):
+        if len(names) != len(labels):
+            raise CheckpointError(f"{where}: {len(names)} labels given for a predictor with {len(labels)} classes")
+        return names
+    missing = [label for label in labels if label not in names]
+    if missing:
+        raise CheckpointError(f"{where}: label id {missing[0]!r} is not in the names file ({len(missing)} missing)")
+    return [names[label] for label in labels]
+
+
+def _default_name(path: str) -> str:
+    stem = Path(path).name
+    stem = stem[: -len(".pt")] if stem.endswith(".pt") else stem
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).lstrip("._-")
+    return cleaned[:128] or FAMILY
+
+
+def exportable(checkpoint: BeatsCheckpoint, name: str, uri: str, labels: list[str]) -> ExportableModel:
+    fbank, encoder = checkpoint.fbank, checkpoint.encoder
+    return ExportableModel(
+        module=checkpoint.build(),
+        name=name,
+        family=FAMILY,
+        sample_rate=fbank.sample_rate,
+        window_samples=fbank.window_samples,
+        hop_samples=fbank.hop_samples,
+        embedding_dim=encoder.embed_dim,
+        labels=labels,
+        padding=PADDING,
+        source={"uri": uri, "sha256": checkpoint.sha256(), "format": checkpoint.format},
+        tag_activation="sigmoid",
+        notes={
+            "frontend": f"Kaldi fbank on wave * {fbank.wave_scale:g}: 25 ms / 10 ms, povey, pre-emphasis 0.97, "
+            f"per-frame DC removal, {fbank.num_mel_bins} mel, {fbank.num_frames} frames, "
+            f"(x - {fbank.norm_mean}) / (2 * {fbank.norm_std})",
+            "patches": f"{encoder.patch_size}x{encoder.patch_size}, grid {encoder.grid[0]} (time) x {encoder.grid[1]} (mel)",
+            "encoder": f"{encoder.depth} layers, {encoder.embed_dim} wide, {encoder.num_heads} heads, post-LN"
+            + (", deep norm" if encoder.deep_norm else "")
+            + (", gated relative position bias" if encoder.gated_relative_position else ""),
+            "embedding": "mean of the output tokens",
+            "tags": "trained (fine-tuned predictor)" if checkpoint.finetuned else "none (pre-trained checkpoint)",
+        },
+    )
+
+
+def load_beats(
+    path: str,
+    name: str | None = None,
+    window_seconds: float | None = None,
+    labels_file: Path | None = None,
+) -> ExportableModel:
+    """A BEATs .pt ({"cfg", "model"[, "label_dict"]}), for windows of `window_seconds` (default 10 s;
+    cut to whole 16-frame patches). labels_file: see the module docstring."""
+    checkpoint = read_beats_checkpoint(path, window_seconds or DEFAULT_WINDOW_SECONDS)
+    labels = checkpoint.labels
+    if labels_file is not None:
+        if not checkpoint.finetuned:
+            raise CheckpointError(f"{path}: a pre-trained BEATs file has no predictor to label")
+        labels = apply_label_names(labels, read_label_names(labels_file), str(labels_file))
+    return exportable(checkpoint, name or _default_name(path), str(Path(path).resolve()), labels)
