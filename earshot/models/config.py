@@ -117,7 +117,7 @@ class StftMelConfig:
     @property
     def num_frames(self) -> int:
         """torch.stft(center=True) frames of the N - 1 pre-emphasised samples."""
-        return 1 + (self.window_samples - 2) // self.hop_length
+        return 1 + (self.window_samples - 1) // self.hop_length
 
     @property
     def hop_samples(self) -> int:
@@ -274,6 +274,67 @@ AST_BASE = EncoderConfig(
 )
 
 
+# SSAST fine-tuned for AudioSet (`ft_avgtok`, SSAST-Base-Patch-400): AST's layout and geometry,
+# clip embedding = mean of the patch tokens after the final norm.
+# Frontend of SSAST and Audio-MAE: AST_FBANK (both use AST's dataloader). That dataloader first
+# subtracts the clip's mean from the waveform; the graph does not, because the fbank subtracts every
+# frame's own mean (remove_dc), which removes any constant exactly: the golden fbanks, made with the
+# clip mean removed, are reproduced within 1.5e-5 without it.
+SSAST_BASE = replace(AST_BASE, pooling="mean_patch")
+
+# Audio-MAE fine-tuned for AudioSet (ViT-B, global_pool): 16x16 non-overlapping patches over
+# (time, mel) 1024 x 128 -> 64 x 8, time-major; cls token; the fixed sin-cos table (from the file);
+# no final norm; fc_norm(mean of the patch tokens); plain Linear head. Frontend: AST_FBANK.
+AUDIOMAE_BASE = replace(
+    AST_BASE,
+    fstride=16,
+    tstride=16,
+    head_layer_norm_eps=1e-6,  # unused: no head norm
+    prefix_tokens=("cls",),
+    patch_order="time_major",
+    final_norm=False,
+    pooling="mean_patch",
+    fc_norm=True,
+    head_norm=False,
+)
+
+# PaSST-S (passt-s-*.pt): 16x16 patches at stride 10 over 128 mel, built for 998 frames (99 time
+# columns in its time position table; a window may use the first T' <= 99 of them);
+# (cls + dist) / 2 after the final norm; head LayerNorm eps 1e-5 (torch's), blocks 1e-6 (timm's).
+PASST_BASE = replace(
+    AST_BASE,
+    input_tdim=998,
+    pos_embed="freq_time",
+    pos_embed_time_patches=99,
+)
+
+PASST_SAMPLE_RATE = 32000  # Hz
+PASST_HOP = 320  # 10 ms at 32 kHz
+# PaSST's frontend (AugmentMelSTFT, eval): 25 ms Hann in a 32 ms FFT, 10 ms hop, 128 mel to 15 kHz.
+PASST_MEL = StftMelConfig(
+    sample_rate=PASST_SAMPLE_RATE,
+    window_samples=10 * PASST_SAMPLE_RATE,  # 10 s: 1000 frames, 99 time patches
+    preemphasis=0.97,
+    n_fft=1024,
+    hop_length=PASST_HOP,
+    win_length=800,
+    num_mel_bins=128,
+    low_freq=0.0,
+    high_freq=15000.0,
+    log_offset=1e-5,
+    norm_mean=-4.5,
+    norm_scale=5.0,
+)
+
+
 def fbank_for_encoder(fbank: FbankConfig, encoder: EncoderConfig) -> FbankConfig:
     """The frontend config whose output is the encoder's input size."""
     return replace(fbank, num_frames=encoder.input_tdim, num_mel_bins=encoder.input_fdim)
+
+
+def frames_in_window(fbank: FbankConfig, seconds: float) -> int:
+    """Kaldi frames (snip edges) in a window of `seconds`: 998 for 10 s at 25 ms / 10 ms."""
+    samples = round(seconds * fbank.sample_rate)
+    if samples < fbank.frame_length:
+        raise ValueError(f"a window of {seconds} s is shorter than one {fbank.frame_length}-sample frame")
+    return 1 + (samples - fbank.frame_length) // fbank.frame_shift

@@ -42,23 +42,29 @@ def mel_scale(freq: np.ndarray | float) -> np.ndarray | float:
 
 
 def kaldi_mel_banks(config: FbankConfig) -> np.ndarray:
-    """Kaldi's triangular mel filters, (num_mel_bins, n_fft/2 + 1), float64.
+    """Kaldi's triangular mel filters for `config`, (num_mel_bins, n_fft/2 + 1), float64."""
+    return mel_banks(config.num_mel_bins, config.n_fft, config.sample_rate, config.low_freq, config.high_freq)
+
+
+def mel_banks(num_mel_bins: int, n_fft: int, sample_rate: int, low_freq: float, high_freq: float) -> np.ndarray:
+    """Kaldi's triangular mel filters (torchaudio's `get_mel_banks`), (num_mel_bins, n_fft/2 + 1), float64.
 
     Triangles are evenly spaced and linear in mel (not in Hz); FFT bin k sits at
-    k * sample_rate / n_fft Hz. The Nyquist bin gets weight 0, as in Kaldi.
+    k * sample_rate / n_fft Hz. The Nyquist bin gets weight 0, as in Kaldi. high_freq <= 0 means
+    Nyquist + high_freq.
     """
-    nyquist = 0.5 * config.sample_rate
-    high_freq = config.high_freq if config.high_freq > 0 else nyquist + config.high_freq
-    if not 0.0 <= config.low_freq < high_freq <= nyquist:
-        raise ValueError(f"need 0 <= low_freq < high_freq <= Nyquist; got {config.low_freq}, {high_freq}")
-    num_fft_bins = config.n_fft // 2  # bins below Nyquist
-    mel_low, mel_high = mel_scale(config.low_freq), mel_scale(high_freq)
-    mel_delta = (mel_high - mel_low) / (config.num_mel_bins + 1)
-    index = np.arange(config.num_mel_bins, dtype=np.float64)[:, None]  # (M, 1)
+    nyquist = 0.5 * sample_rate
+    high_freq = high_freq if high_freq > 0 else nyquist + high_freq
+    if not 0.0 <= low_freq < high_freq <= nyquist:
+        raise ValueError(f"need 0 <= low_freq < high_freq <= Nyquist; got {low_freq}, {high_freq}")
+    num_fft_bins = n_fft // 2  # bins below Nyquist
+    mel_low, mel_high = mel_scale(low_freq), mel_scale(high_freq)
+    mel_delta = (mel_high - mel_low) / (num_mel_bins + 1)
+    index = np.arange(num_mel_bins, dtype=np.float64)[:, None]  # (M, 1)
     left = mel_low + index * mel_delta
     center = mel_low + (index + 1.0) * mel_delta
     right = mel_low + (index + 2.0) * mel_delta
-    bin_mel = mel_scale(np.arange(num_fft_bins, dtype=np.float64) * config.sample_rate / config.n_fft)[None, :]
+    bin_mel = mel_scale(np.arange(num_fft_bins, dtype=np.float64) * sample_rate / n_fft)[None, :]
     up_slope = (bin_mel - left) / (center - left)  # (M, n_fft/2)
     down_slope = (right - bin_mel) / (right - center)
     banks = np.maximum(0.0, np.minimum(up_slope, down_slope))
@@ -88,10 +94,11 @@ class KaldiFbank(nn.Module):
     """waveform (B, N) float32 at full scale 1.0, num_samples (B,) int64
     -> normalised log-mel (B, num_frames, num_mel_bins) (time, mel).
 
-    The waveform is cut or zero-padded to `window_samples` (exactly `num_frames` frames). Frames
+    The waveform is cut or zero-padded to `window_samples` (exactly `computed_frames` frames). Frames
     that reach past a row's `num_samples` are replaced by `pad_value`, so a clip zero-padded to
     the window gives what the reference gives on the clip alone (fbank of the real samples, then
-    padded with `pad_value` to `num_frames`).
+    padded with `pad_value` to `num_frames`). A window shorter than the model's input
+    (`window_frames` < `num_frames`) is padded with `pad_value` frames up to `num_frames` the same way.
     """
 
     def __init__(self, config: FbankConfig):
@@ -109,7 +116,7 @@ class KaldiFbank(nn.Module):
         mel_t = torch.from_numpy(kaldi_mel_banks(config).T.copy()).to(torch.float32)  # (K, M)
         self.register_buffer("mel_t", mel_t, persistent=False)
         # A frame is real when it ends within the real samples: t * shift + length <= num_samples.
-        frame_end = torch.arange(config.num_frames, dtype=torch.int64) * config.frame_shift + config.frame_length
+        frame_end = torch.arange(config.computed_frames, dtype=torch.int64) * config.frame_shift + config.frame_length
         self.register_buffer("frame_end", frame_end, persistent=False)  # (T,)
 
     def forward(self, waveform: torch.Tensor, num_samples: torch.Tensor) -> torch.Tensor:
@@ -119,12 +126,15 @@ class KaldiFbank(nn.Module):
         spectrum = self.framing(waveform.unsqueeze(1))  # (B, 2K, T): rows [0, K) real, [K, 2K) imaginary
         # re^2 + im^2 as square, reshape, sum: every tensor here has one consumer, which keeps ONNX
         # Runtime's fp16 converter (it casts each input of a float32-pinned node) from duplicating casts.
-        squared = spectrum.pow(2).reshape(-1, 2, self.num_fft_bins, config.num_frames)  # (B, 2, K, T)
+        squared = spectrum.pow(2).reshape(-1, 2, self.num_fft_bins, config.computed_frames)  # (B, 2, K, T)
         power = squared.sum(dim=1)  # (B, K, T)
         mel = torch.matmul(power.transpose(1, 2), self.mel_t)  # (B, T, M)
         log_mel = torch.log(torch.clamp(mel, min=config.log_floor))  # (B, T, M)
         real_frame = self.frame_end.unsqueeze(0) <= num_samples.unsqueeze(1)  # (B, T)
         log_mel = torch.where(real_frame.unsqueeze(-1), log_mel, config.pad_value)  # (B, T, M)
+        if config.computed_frames < config.num_frames:  # a window shorter than the model's input
+            missing = config.num_frames - config.computed_frames
+            log_mel = nn.functional.pad(log_mel, (0, 0, 0, missing), value=config.pad_value)  # (B, num_frames, M)
         return (log_mel - config.norm_mean) / (2.0 * config.norm_std)  # (B, T, M)
 
     def fit_to_window(self, waveform: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,29 @@
+"""Fine-tuned Audio-MAE checkpoints (.pth) -> ExportableModel for `earshot export audiomae:<file>`."""
+
+from __future__ import annotations
+
+from earshot.export.exportable import ExportableModel
+from earshot.export.loaders.encoder_family import KALDI_FRAMES_PADDING, default_name, exportable
+from earshot.models.checkpoints.audiomae import DEFAULT_WINDOW_SECONDS, read_audiomae
+from earshot.models.config import AUDIOMAE_BASE
+
+FAMILY = "audiomae"
+
+
+def load_audiomae(
+    path: str,
+    name: str | None = None,
+    window_seconds: float | None = None,
+    num_heads: int | None = None,
+    labels: list[str] | None = None,
+) -> ExportableModel:
+    """A fine-tuned Audio-MAE .pth. window_seconds: the bundle's window at 16 kHz (default 10 s,
+    at most 10.24 s; the fbank is padded to the model's 1024 frames). num_heads: not in the file
+    (default 12, ViT-B's). labels: one per class; AudioSet's names for a 527-way head when None."""
+    checkpoint = read_audiomae(
+        path,
+        window_seconds=DEFAULT_WINDOW_SECONDS if window_seconds is None else window_seconds,
+        num_heads=num_heads or AUDIOMAE_BASE.num_heads,
+        labels=labels,
+    )
+    return exportable(checkpoint, FAMILY, name or default_name(path, FAMILY), KALDI_FRAMES_PADDING, labels is not None)

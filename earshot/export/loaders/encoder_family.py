@@ -1,0 +1,88 @@
+"""What the PaSST, Audio-MAE and SSAST loaders share: an EncoderCheckpoint -> ExportableModel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from earshot.bundle import Padding
+from earshot.export.audioset import labels_for_head
+from earshot.export.exportable import ExportableModel
+from earshot.models.checkpoints.encoder_checkpoint import EncoderCheckpoint
+from earshot.models.config import StftMelConfig
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+# Audio-MAE and SSAST: AST's dataloader pads the fbank of a short clip to 1024 frames.
+KALDI_FRAMES_PADDING = Padding(
+    "frames",
+    "The reference computes the fbank of the real samples and pads it with log-mel 0 (before "
+    "normalisation) to the model's 1024 frames; the graph replaces the frames past num_samples, and "
+    "those past the window, by that value.",
+)
+# PaSST: the frontend runs over whatever clip it is given, and a clip is the window here.
+ZEROS_PADDING = Padding(
+    "zeros",
+    "The window is the clip: a partial window is zero-padded to the window and runs as a zero-padded "
+    "clip runs in the reference (its mel frames cover the zeros).",
+)
+
+
+def default_name(reference: str, family: str) -> str:
+    stem = Path(reference.rstrip("/")).name
+    for suffix in CHECKPOINT_SUFFIXES:
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).lstrip("._-")
+    return cleaned[:128] or family
+
+
+def frontend_note(checkpoint: EncoderCheckpoint) -> str:
+    frontend = checkpoint.frontend
+    if isinstance(frontend, StftMelConfig):
+        return (
+            f"{frontend.sample_rate} Hz, pre-emphasis {frontend.preemphasis} (valid conv), STFT n_fft "
+            f"{frontend.n_fft} hop {frontend.hop_length} Hann {frontend.win_length} centred (reflect), "
+            f"{frontend.num_mel_bins} Kaldi mel {frontend.low_freq:g}-{frontend.high_freq:g} Hz, "
+            f"{frontend.num_frames} frames, (log(mel + {frontend.log_offset}) - {frontend.norm_mean}) / "
+            f"{frontend.norm_scale}"
+        )
+    return (
+        f"Kaldi fbank: 25 ms / 10 ms, {frontend.window}, pre-emphasis {frontend.preemphasis}, per-frame DC "
+        f"removal, {frontend.num_mel_bins} mel, {frontend.computed_frames} frames padded to {frontend.num_frames}, "
+        f"(x - {frontend.norm_mean}) / (2 * {frontend.norm_std})"
+    )
+
+
+def exportable(
+    checkpoint: EncoderCheckpoint, family: str, name: str, padding: Padding, labels_given: bool
+) -> ExportableModel:
+    """labels_given: the checkpoint's labels came from the caller; else a 527-way head gets AudioSet's names."""
+    frontend, encoder = checkpoint.frontend, checkpoint.encoder
+    labels = checkpoint.labels
+    if not labels_given:
+        labels = labels_for_head(encoder.num_classes, None) or labels
+    f_dim, t_dim = encoder.grid
+    return ExportableModel(
+        module=checkpoint.build(),
+        name=name,
+        family=family,
+        sample_rate=frontend.sample_rate,
+        window_samples=frontend.window_samples,
+        hop_samples=frontend.hop_samples,
+        embedding_dim=encoder.embed_dim,
+        labels=labels,
+        padding=padding,
+        source={
+            "uri": str(checkpoint.weights_path.resolve()),
+            "sha256": checkpoint.sha256(),
+            "format": checkpoint.format,
+        },
+        tag_activation="sigmoid",
+        notes={
+            "frontend": frontend_note(checkpoint),
+            "patches": f"{encoder.patch_size}x{encoder.patch_size}, stride {encoder.fstride} (mel) x "
+            f"{encoder.tstride} (time), grid {f_dim} x {t_dim}, {encoder.patch_order.replace('_', '-')} tokens",
+            "encoder": f"{encoder.depth} layers, {encoder.embed_dim} wide, {encoder.num_heads} heads, "
+            f"pooling {encoder.pooling}",
+        },
+    )

@@ -1,0 +1,83 @@
+"""What the converters of the AST family's variants (PaSST, Audio-MAE, SSAST) hand on: the
+frontend and encoder configs, the converted state dict, labels; and the helpers they share."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from earshot.models.ast import ASTEncoder
+from earshot.models.checkpoints.io import CheckpointError, sha256_file
+from earshot.models.config import EncoderConfig, FbankConfig, StftMelConfig
+from earshot.models.frontend.kaldi_fbank import KaldiFbank
+from earshot.models.frontend.passt_mel import PasstMel
+from earshot.models.waveform_model import WaveformModel
+
+
+@dataclass(frozen=True)
+class EncoderCheckpoint:
+    """A checkpoint converted to our layout, and everything needed to build and describe the model."""
+
+    frontend: FbankConfig | StftMelConfig
+    encoder: EncoderConfig
+    state_dict: dict[str, torch.Tensor]  # our keys (ASTEncoder.state_dict())
+    labels: list[str]
+    weights_path: Path  # the file whose sha256 identifies the checkpoint
+    format: str
+
+    def build(self) -> WaveformModel:
+        """The waveform-in model, weights loaded with strict=True, in eval mode."""
+        encoder = ASTEncoder(self.encoder)
+        encoder.load_state_dict(self.state_dict, strict=True)
+        frontend = PasstMel(self.frontend) if isinstance(self.frontend, StftMelConfig) else KaldiFbank(self.frontend)
+        return WaveformModel(frontend, encoder).eval()
+
+    def sha256(self) -> str:
+        return sha256_file(self.weights_path)
+
+
+def expected_shapes(config: EncoderConfig) -> dict[str, torch.Size]:
+    """Our keys and shapes for `config` (built on the meta device: no memory, no init)."""
+    with torch.device("meta"):
+        encoder = ASTEncoder(config)
+    return {key: tensor.shape for key, tensor in encoder.state_dict().items()}
+
+
+def require(state: Mapping[str, torch.Tensor], key: str, where: str, family: str) -> torch.Tensor:
+    if key not in state:
+        raise CheckpointError(f"{where}: missing key {key!r}; not a {family} checkpoint?")
+    return state[key]
+
+
+def count_blocks(state: Mapping[str, torch.Tensor], prefix: str) -> int:
+    """Transformer blocks in the file: the distinct N of `{prefix}blocks.N.*`."""
+    return len({m.group(1) for key in state if (m := re.fullmatch(rf"{re.escape(prefix)}blocks\.(\d+)\..*", key))})
+
+
+def square_patch(state: Mapping[str, torch.Tensor], key: str, where: str) -> int:
+    """The patch size from the patch conv weight (D, 1, p, p)."""
+    proj = state[key]
+    if proj.ndim != 4 or proj.shape[1] != 1 or proj.shape[2] != proj.shape[3]:
+        raise CheckpointError(f"{where}: key {key!r} has shape {list(proj.shape)}, expected [D, 1, p, p]")
+    return int(proj.shape[2])
+
+
+def validated(config: EncoderConfig, where: str) -> EncoderConfig:
+    try:
+        config.validate()
+    except ValueError as error:
+        raise CheckpointError(f"{where}: {error}") from error
+    return config
+
+
+def checked_labels(labels: list[str] | None, num_classes: int, where: str) -> list[str]:
+    """The given labels (one per class), or `class_<i>` when none are given."""
+    if labels is None:
+        return [f"class_{index}" for index in range(num_classes)]
+    if len(labels) != num_classes:
+        raise CheckpointError(f"{where}: {len(labels)} labels given for a head with {num_classes} classes")
+    return list(labels)
