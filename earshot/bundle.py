@@ -4,8 +4,8 @@ A bundle is a directory (DESIGN.md section 2):
 
     <bundle>/
       manifest.json   format "earshot-bundle/1", names, shapes, window, labels, checksums, parity
-      model.onnx      waveform [batch, window_samples] float32 (+ num_samples [batch] int64)
-                      -> embedding [batch, dim] (+ logits [batch, n_labels])
+      model.onnx      waveform [batch, context.before + window_samples + context.after] float32
+                      (+ num_samples [batch] int64) -> embedding [batch, dim] (+ logits [batch, n_labels])
       labels.csv      index,label
 
 This module reads and writes that directory and nothing else. It imports neither torch nor
@@ -30,13 +30,14 @@ MODEL_FILE = "model.onnx"
 LABELS_FILE = "labels.csv"
 
 # Names of the graph's inputs and outputs. Every bundle uses these; the manifest records them too.
-WAVEFORM_INPUT = "waveform"  # float32 [batch, window_samples], mono, at sample_rate, full scale 1.0
+WAVEFORM_INPUT = "waveform"  # float32 [batch, input_samples], mono, at sample_rate, full scale 1.0
 NUM_SAMPLES_INPUT = "num_samples"  # int64 [batch]: how many leading samples of the window are real
 EMBEDDING_OUTPUT = "embedding"  # float32 [batch, embedding_dim]
 LOGITS_OUTPUT = "logits"  # float32 [batch, num_labels]
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TAG_ACTIVATIONS = ("sigmoid", "softmax", "none")
+CONTEXT_EDGES = ("zeros", "reflect")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -66,6 +67,26 @@ class Padding:
 
 
 @dataclass(frozen=True)
+class Context:
+    """Real audio around each window that the graph sees but does not describe.
+
+    The graph's waveform input holds `before` + window_samples + `after` samples: window i's own
+    span is samples [i * hop, i * hop + window_samples) of the clip, preceded by the `before`
+    samples of the clip that come before it and followed by the `after` samples that follow it.
+    A frontend whose frames reach past the window's edges (an STFT with center=True) then sees
+    the clip's real neighbours, as it does over a whole clip. Context before the clip's start, and
+    after its end behind a window that lies within the clip, is the clip padded per `edge`:
+    "reflect" (numpy's reflect padding of the clip, as torch.stft center=True pads a whole clip)
+    or "zeros". A window that runs past the clip's end is zero-padded (Padding) and so is its
+    context after it. The default, no context, is a graph that sees the window alone.
+    """
+
+    before: int = 0
+    after: int = 0
+    edge: str = "zeros"
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     family: str
@@ -86,12 +107,18 @@ class Manifest:
     parity: dict[str, Any] = field(default_factory=dict)
     providers: dict[str, Any] = field(default_factory=dict)  # per-provider options (TensorRT, CUDA)
     notes: dict[str, Any] = field(default_factory=dict)  # free-form provenance, licence, choices
+    context: Context = field(default_factory=Context)  # samples of the clip around each window
     format: str = FORMAT
 
     # -- derived ---------------------------------------------------------------------------------
     @property
     def window_seconds(self) -> float:
         return self.window_samples / self.sample_rate
+
+    @property
+    def input_samples(self) -> int:
+        """The graph's waveform length: the window with its context."""
+        return self.context.before + self.window_samples + self.context.after
 
     @property
     def hop_seconds(self) -> float:
@@ -128,6 +155,8 @@ class Manifest:
         try:
             fields = dict(data)
             fields["padding"] = Padding(**fields["padding"])
+            if "context" in fields:  # absent in manifests written before it existed: no context
+                fields["context"] = Context(**fields["context"])
             fields["inputs"] = [TensorSpec(**t) for t in fields["inputs"]]
             fields["outputs"] = [TensorSpec(**t) for t in fields["outputs"]]
             manifest = cls(**fields)
@@ -148,8 +177,20 @@ class Manifest:
             problems.append(f"padding mode {self.padding.mode!r} not 'zeros' or 'frames'")
         if self.sample_rate <= 0 or self.window_samples <= 0 or self.hop_samples <= 0:
             problems.append("sample_rate, window_samples and hop_samples must be positive")
-        if not any(i.name == WAVEFORM_INPUT for i in self.inputs):
+        if not isinstance(self.context.before, int) or not isinstance(self.context.after, int):
+            problems.append("context before and after must be integers")
+        elif self.context.before < 0 or self.context.after < 0:
+            problems.append(f"context before {self.context.before} and after {self.context.after} must be >= 0")
+        if self.context.edge not in CONTEXT_EDGES:
+            problems.append(f"context edge {self.context.edge!r} not one of {CONTEXT_EDGES}")
+        waveform = [i for i in self.inputs if i.name == WAVEFORM_INPUT]
+        if not waveform:
             problems.append(f"no {WAVEFORM_INPUT!r} input")
+        elif isinstance(waveform[0].shape[-1], int) and not problems and waveform[0].shape[-1] != self.input_samples:
+            problems.append(
+                f"{WAVEFORM_INPUT!r} input takes {waveform[0].shape[-1]} samples; context {self.context.before} + "
+                f"window {self.window_samples} + context {self.context.after} = {self.input_samples}"
+            )
         if not any(o.name == EMBEDDING_OUTPUT for o in self.outputs):
             problems.append(f"no {EMBEDDING_OUTPUT!r} output")
         if self.padding.mode == "frames" and not self.takes_num_samples:

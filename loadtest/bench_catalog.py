@@ -52,11 +52,11 @@ def raw_engine_windows_per_s(
     from earshot import bundle
     from earshot.catalog.decoding import decode_path
     from earshot.service.engine.runner import Runner, RunnerConfig
-    from earshot.service.engine.windows import WindowSpec, cut
+    from earshot.service.engine.windows import cut, window_spec
 
     loaded = bundle.load(bundle_path)
     manifest = loaded.manifest
-    spec = WindowSpec(manifest.sample_rate, manifest.window_samples, manifest.hop_samples)
+    spec = window_spec(manifest)
     windows, counts = [], []
     decode_start = time.perf_counter()
     for path in catalog:

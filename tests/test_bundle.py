@@ -47,6 +47,30 @@ def test_write_then_load_round_trips(tmp_path):
     assert loaded.manifest.has_logits and not loaded.manifest.takes_num_samples
 
 
+def test_context_round_trips_and_sets_the_input_length(tmp_path):
+    context = bundle.Context(before=200, after=40, edge="reflect")
+    written = write_bundle(
+        tmp_path / "b", context=context, inputs=[bundle.TensorSpec("waveform", "float32", ["batch", 1840])]
+    )
+    data = json.loads((tmp_path / "b" / bundle.MANIFEST_FILE).read_text())
+    assert data["context"] == {"before": 200, "after": 40, "edge": "reflect"}
+    loaded = bundle.load(tmp_path / "b")
+    assert loaded.manifest == written.manifest and loaded.manifest.context == context
+    assert (loaded.manifest.window_samples, loaded.manifest.input_samples) == (1600, 1840)
+    assert loaded.manifest.window_seconds == pytest.approx(0.1)  # the window's own span
+
+
+def test_a_manifest_without_context_loads_with_none(tmp_path):
+    write_bundle(tmp_path / "b")
+    manifest_path = tmp_path / "b" / bundle.MANIFEST_FILE
+    data = json.loads(manifest_path.read_text())
+    del data["context"]  # as written before the field existed
+    manifest_path.write_text(json.dumps(data))
+    loaded = bundle.load(tmp_path / "b")
+    assert loaded.manifest.context == bundle.Context(0, 0, "zeros")
+    assert loaded.manifest.input_samples == loaded.manifest.window_samples == 1600
+
+
 def test_checksum_mismatch_is_refused(tmp_path):
     write_bundle(tmp_path / "b")
     (tmp_path / "b" / bundle.MODEL_FILE).write_bytes(b"tampered")
@@ -71,6 +95,9 @@ def test_missing_file_and_missing_manifest(tmp_path):
         ({"precision": "fp8"}, "precision"),
         ({"padding": bundle.Padding("frames", "needs num_samples")}, "num_samples"),
         ({"outputs": [bundle.TensorSpec("logits", "float32", ["batch", 2])]}, "embedding"),
+        ({"context": bundle.Context(before=-1)}, "context before -1"),
+        ({"context": bundle.Context(edge="wrap")}, "context edge 'wrap'"),
+        ({"context": bundle.Context(before=200, after=40)}, "takes 1600 samples; context 200"),
     ],
 )
 def test_invalid_manifests_are_refused(tmp_path, changes, message):

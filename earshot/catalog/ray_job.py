@@ -25,7 +25,7 @@ from earshot.catalog.progress import Progress, Summary
 from earshot.catalog.rows import error_row, success_row
 from earshot.service.engine.pooling import mean_pool, tag_scores, top_k
 from earshot.service.engine.runner import Runner, RunnerConfig
-from earshot.service.engine.windows import WindowSpec, cut
+from earshot.service.engine.windows import cut, window_spec
 from earshot.settings import Settings
 
 log = logging.getLogger("earshot.embed")
@@ -110,7 +110,7 @@ class EmbedActor:
                 cache_dir=Path(settings.cache_dir),
             ),
         )
-        self.spec = WindowSpec(manifest.sample_rate, manifest.window_samples, manifest.hop_samples)
+        self.spec = window_spec(manifest)
         self.max_batch = settings.max_batch_windows
         self.k = k
         self.with_windows = with_windows

@@ -30,9 +30,6 @@ def audioset_labels() -> list[str]:
     return list(_names())
 
 
-def labels_for_head(num_classes: int, given: list[str] | None) -> list[str] | None:
-    """The labels a checkpoint without its own gets: the given ones, else AudioSet's for a
-    527-way head, else None (the converter then names them class_<i>)."""
-    if given is not None:
-        return given
+def labels_for_head(num_classes: int) -> list[str] | None:
+    """AudioSet's names for a 527-way head (a checkpoint file that carries no labels); None otherwise."""
     return audioset_labels() if num_classes == NUM_CLASSES else None

@@ -64,7 +64,8 @@ def export_bundle(
         if not report.passed:
             raise ParityError(report)
 
-        manifest = build_manifest(model, precision, report, fused)
+        graph_inputs = [i.name for i in onnx.load(str(final_model), load_external_data=False).graph.input]
+        manifest = build_manifest(model, precision, report, fused, graph_inputs)
         written = bundle.write(staging, manifest, model.labels)
         if out_path.exists():
             shutil.rmtree(out_path)
@@ -111,12 +112,17 @@ class _OutputsOnly(torch.nn.Module):
 
 
 def build_manifest(
-    model: ExportableModel, precision: str, report: ParityReport, fused: dict[str, int]
+    model: ExportableModel,
+    precision: str,
+    report: ParityReport,
+    fused: dict[str, int],
+    graph_inputs: list[str],
 ) -> bundle.Manifest:
-    inputs = [
-        bundle.TensorSpec(bundle.WAVEFORM_INPUT, "float32", ["batch", model.window_samples]),
-        bundle.TensorSpec(bundle.NUM_SAMPLES_INPUT, "int64", ["batch"]),
-    ]
+    """The manifest of an exported graph. Its inputs are the graph's own: the exporter drops
+    `num_samples` from a model that never reads it (padding mode "zeros")."""
+    inputs = [bundle.TensorSpec(bundle.WAVEFORM_INPUT, "float32", ["batch", model.window_samples])]
+    if bundle.NUM_SAMPLES_INPUT in graph_inputs:
+        inputs.append(bundle.TensorSpec(bundle.NUM_SAMPLES_INPUT, "int64", ["batch"]))
     outputs = [bundle.TensorSpec(bundle.EMBEDDING_OUTPUT, "float32", ["batch", model.embedding_dim])]
     if model.num_labels:
         outputs.append(bundle.TensorSpec(bundle.LOGITS_OUTPUT, "float32", ["batch", model.num_labels]))

@@ -106,7 +106,12 @@ def load_torch_model(scheme: str, reference: str, options: ExportOptions):
             )
             if value is not None
         }
-        return load_ast_pth(reference, name=options.name, labels=labels, **geometry)
+        model = load_ast_pth(reference, name=options.name, labels=labels, **geometry)
+        if labels is None:  # the .pth carries no names: a 527-way head is AudioSet's
+            from earshot.export.audioset import labels_for_head
+
+            model.labels = labels_for_head(model.num_labels) or model.labels
+        return model
     if scheme == "beats":
         from earshot.export.loaders.beats import load_beats
 

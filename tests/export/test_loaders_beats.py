@@ -59,9 +59,10 @@ def test_load_beats_describes_the_checkpoint(golden_dir):
         "sha256": hashlib.sha256(paths["finetuned"].read_bytes()).hexdigest(),
         "format": "beats-pt",
     }
-    assert model.notes["tags"].startswith("trained")
+    assert model.notes["tags"].startswith("trained") and model.notes["tag_kind"] == "trained"
     pretrained = load_beats(str(paths["pretrained"]), name="bp", window_seconds=2.0)
     assert pretrained.name == "bp" and pretrained.labels == [] and pretrained.window_samples == 191 * 160 + 400
+    assert pretrained.notes["tag_kind"] == "none"
 
 
 def test_labels_files_map_audioset_ids_or_replace_labels(tmp_path):

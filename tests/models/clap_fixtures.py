@@ -26,17 +26,19 @@ UNFUSED_EXTRACTOR = dict(
     truncation="rand_trunc",
     padding="repeatpad",
 )
-# HTS-AT at the real input geometry (64 mel, 256 x 256 image) but narrow and shallow.
+# HTS-AT at the real input geometry (64 mel, 256 x 256 image), narrow and shallow, every Swin path:
+# stage 0 (64 x 64 tokens) and stage 2 (16 x 16) have a shifted second block with its mask; stage 2's
+# grid is no larger than the window, so it is neither shifted nor cut into windows (Swin's rule).
 TINY_AUDIO = dict(
     spec_size=256,
     num_mel_bins=64,
     patch_size=4,
     patch_stride=4,
     patch_embeds_hidden_size=16,
-    depths=[1, 1],
-    num_attention_heads=[2, 2],
-    window_size=8,
-    hidden_size=32,  # patch_embeds_hidden_size * 2 ** (stages - 1)
+    depths=[2, 1, 2],
+    num_attention_heads=[2, 2, 4],
+    window_size=16,
+    hidden_size=64,  # patch_embeds_hidden_size * 2 ** (stages - 1)
     projection_hidden_size=48,
     enable_fusion=False,
 )

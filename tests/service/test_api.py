@@ -13,7 +13,7 @@ import pytest
 from conftest import make_settings, serving
 from earshot.service.app import create_app
 from earshot.service.audio import AudioLimits, decode
-from earshot.service.engine.windows import WindowSpec, cut
+from earshot.service.engine.windows import cut, window_spec
 from metrics_text import names, sample
 from small_bundles import tiny_reference
 
@@ -33,7 +33,7 @@ BAD_STATUS = {
 def _expected_embedding(bundle, path: Path) -> np.ndarray:
     manifest = bundle.manifest
     audio = decode(path.read_bytes(), manifest.sample_rate, AudioLimits(1 << 30, 1e6))
-    windows = cut(audio.waveform, WindowSpec(manifest.sample_rate, manifest.window_samples, manifest.hop_samples))
+    windows = cut(audio.waveform, window_spec(manifest))
     return tiny_reference(np.asarray(windows.samples), windows.num_samples)[0].mean(axis=0)
 
 

@@ -12,7 +12,7 @@ from conftest import make_settings
 from earshot import bundle as bundle_format
 from earshot.service.engine import Engine
 from earshot.service.engine.pooling import tag_scores
-from earshot.service.engine.windows import WindowSpec, cut
+from earshot.service.engine.windows import cut, window_spec
 from earshot.service.errors import DeadlineExceeded, Draining, NotReady, QueueFull, UnknownModel
 from small_bundles import LABELS, SAMPLE_RATE, tiny_reference
 
@@ -26,7 +26,7 @@ def _clip(seconds: float, seed: int = 0) -> np.ndarray:
 
 def _expected(bundle: bundle_format.Bundle, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     manifest = bundle.manifest
-    windows = cut(waveform, WindowSpec(manifest.sample_rate, manifest.window_samples, manifest.hop_samples))
+    windows = cut(waveform, window_spec(manifest))
     return tiny_reference(np.asarray(windows.samples), windows.num_samples)
 
 

@@ -84,6 +84,7 @@ def exportable(checkpoint: BeatsCheckpoint, name: str, uri: str, labels: list[st
             + (", gated relative position bias" if encoder.gated_relative_position else ""),
             "embedding": "mean of the output tokens",
             "tags": "trained (fine-tuned predictor)" if checkpoint.finetuned else "none (pre-trained checkpoint)",
+            "tag_kind": "trained" if checkpoint.finetuned else "none",
         },
     )
 

@@ -57,7 +57,7 @@ def load_clap(
         checkpoint = with_window(checkpoint, window_seconds)
     frontend = checkpoint.frontend
     path = Path(reference)
-    audio = checkpoint.model.config.audio_config
+    encoder = checkpoint.encoder
     return ExportableModel(
         module=checkpoint.build(),
         name=name or _default_name(reference),
@@ -77,14 +77,16 @@ def load_clap(
         notes={
             "frontend": f"STFT {frontend.n_fft} / hop {frontend.hop_length}, periodic Hann, "
             f"{frontend.num_mel_bins} Slaney mel {frontend.f_min:g}-{frontend.f_max:g} Hz, dB, {frontend.padding}",
-            "encoder": f"HTS-AT (transformers ClapAudioModel, wrapped): depths {list(audio.depths)}, "
-            f"width {audio.patch_embeds_hidden_size}, projection {checkpoint.embedding_dim}",
+            "encoder": f"HTS-AT: Swin on a {encoder.spec_size}x{encoder.spec_size} folded mel image, depths "
+            f"{list(encoder.depths)}, width {encoder.embed_dim}-{encoder.num_features}, window {encoder.window_size}, "
+            f"projection {checkpoint.embedding_dim}",
             "embedding": "L2-normalised joint audio-text embedding",
             "tags": (
                 f"zero-shot: softmax over exp(logit_scale_a) * cos(audio, text) for {len(checkpoint.labels)} prompts"
                 if checkpoint.labels
                 else "none (export with --labels for zero-shot tags)"
             ),
+            "tag_kind": "zero-shot" if checkpoint.labels else "none",
             "prompts": checkpoint.prompts,
             "logit_scale": checkpoint.logit_scale,
         },

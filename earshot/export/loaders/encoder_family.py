@@ -36,6 +36,11 @@ def default_name(reference: str, family: str) -> str:
     return cleaned[:128] or family
 
 
+def _minus(value: float) -> str:
+    """'- 1.5' or '+ 4.5': subtracting `value`, written without a double sign."""
+    return f"- {value}" if value >= 0 else f"+ {-value}"
+
+
 def frontend_note(checkpoint: EncoderCheckpoint) -> str:
     frontend = checkpoint.frontend
     if isinstance(frontend, StftMelConfig):
@@ -43,13 +48,13 @@ def frontend_note(checkpoint: EncoderCheckpoint) -> str:
             f"{frontend.sample_rate} Hz, pre-emphasis {frontend.preemphasis} (valid conv), STFT n_fft "
             f"{frontend.n_fft} hop {frontend.hop_length} Hann {frontend.win_length} centred (reflect), "
             f"{frontend.num_mel_bins} Kaldi mel {frontend.low_freq:g}-{frontend.high_freq:g} Hz, "
-            f"{frontend.num_frames} frames, (log(mel + {frontend.log_offset}) - {frontend.norm_mean}) / "
-            f"{frontend.norm_scale}"
+            f"{frontend.num_frames} frames, (log(mel + {frontend.log_offset:g}) {_minus(frontend.norm_mean)}) / "
+            f"{frontend.norm_scale:g}"
         )
     return (
         f"Kaldi fbank: 25 ms / 10 ms, {frontend.window}, pre-emphasis {frontend.preemphasis}, per-frame DC "
         f"removal, {frontend.num_mel_bins} mel, {frontend.computed_frames} frames padded to {frontend.num_frames}, "
-        f"(x - {frontend.norm_mean}) / (2 * {frontend.norm_std})"
+        f"(x {_minus(frontend.norm_mean)}) / (2 * {frontend.norm_std})"
     )
 
 
@@ -60,7 +65,7 @@ def exportable(
     frontend, encoder = checkpoint.frontend, checkpoint.encoder
     labels = checkpoint.labels
     if not labels_given:
-        labels = labels_for_head(encoder.num_classes, None) or labels
+        labels = labels_for_head(encoder.num_classes) or labels
     f_dim, t_dim = encoder.grid
     return ExportableModel(
         module=checkpoint.build(),
@@ -78,6 +83,7 @@ def exportable(
             "format": checkpoint.format,
         },
         tag_activation="sigmoid",
+        attention_heads=encoder.num_heads,  # the exporter fuses attention with ONNX Runtime's optimiser
         notes={
             "frontend": frontend_note(checkpoint),
             "patches": f"{encoder.patch_size}x{encoder.patch_size}, stride {encoder.fstride} (mel) x "

@@ -41,6 +41,22 @@ class FrontendConfig:
         return self.patch_frames * self.hop_length  # 15360 = 0.96 s
 
     @property
+    def context_before(self) -> int:
+        """Samples ahead of the window that frame 0 reaches: the 400-tap window starts 200 before its centre."""
+        return self.win_length // 2  # 200
+
+    @property
+    def context_after(self) -> int:
+        """Samples behind the window that frame 95 (centred on sample 15200) reaches."""
+        last_centre = (self.patch_frames - 1) * self.hop_length  # 15200
+        return last_centre + self.win_length - self.context_before - self.window_samples  # 40
+
+    @property
+    def input_samples(self) -> int:
+        """The graph's waveform length: the window with its context."""
+        return self.context_before + self.window_samples + self.context_after  # 15600
+
+    @property
     def hop_samples(self) -> int:
         return self.patch_hop_frames * self.hop_length  # 7680 = 0.48 s
 

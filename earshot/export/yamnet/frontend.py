@@ -1,4 +1,4 @@
-"""The YAMNet log-mel frontend as ONNX nodes: waveform [B, 15360] -> log-mel patch [B, 1, 96, 64].
+"""The YAMNet log-mel frontend as ONNX nodes: waveform [B, 15600] -> log-mel patch [B, 1, 96, 64].
 
 torch_audioset computes, over a whole clip (torchaudio MelSpectrogram, center=True):
     frames   reflect-pad 256 samples each side; frame f covers padded [160 f, 160 f + 512)
@@ -7,11 +7,11 @@ torch_audioset computes, over a whole clip (torchaudio MelSpectrogram, center=Tr
     mel      64 HTK triangles 125-7500 Hz in Hz space, unnormalised (torchaudio melscale_fbanks)
     log      log(mel + 0.001)
 and patch k is frames [48 k, 48 k + 96). Frame f is centred on sample 160 f, so the 96 frames of
-patch k are centred on the first 96 hops of the window that starts at sample 7680 k: the graph
-computes them from that window alone, reflect-padding its own edges (200 samples before, 40 after,
-the reach of the 400-tap window around the first and last centre). Only frames 0-1 and 95 see
-padding; in the clip-wide reference they see real neighbouring samples (or, at the clip's start,
-the same reflection).
+patch k are centred on the first 96 hops of the window that starts at sample 7680 k; their
+400-tap windows reach 200 samples before that window and 40 after it. The graph therefore takes
+the window with that context (the manifest's Context(before=200, after=40, edge="reflect")): the
+engine fills it with the clip's real neighbouring samples, and with the clip's reflection
+outside the clip, as center=True pads the whole clip. No padding happens in the graph.
 
 The framing and the windowed DFT are one Conv1d (kernel 400, stride 160) whose filters are the
 cos and sin rows of the DFT times the window, restricted to the bins some mel filter uses.
@@ -72,32 +72,28 @@ def dft_filters(bins: np.ndarray, config: FrontendConfig = FRONTEND) -> np.ndarr
 def frontend_nodes(
     waveform: str, log_mel: str, config: FrontendConfig = FRONTEND, prefix: str = "/frontend/"
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """Nodes (and their initializers) computing `log_mel` [B, 1, 96, 64] from `waveform` [B, 15360]."""
+    """Nodes (and their initializers) computing `log_mel` [B, 1, 96, 64] from `waveform` [B, 15600]:
+    samples -200 .. 15399 around a 15360-sample window (config.input_samples)."""
     bins = used_bins(config)
     num_bins = len(bins)
-    reach_before = config.win_length // 2  # 200: the window's first tap sits 200 samples before frame 0's centre
-    last_centre = (config.patch_frames - 1) * config.hop_length  # 15200
-    reach_after = last_centre + config.win_length - reach_before - config.window_samples  # 40
 
     def name(short: str) -> str:
         return prefix + short
 
     tensors = [
         numpy_helper.from_array(np.array([1], dtype=np.int64), name("axis1")),
-        numpy_helper.from_array(np.array([0, 0, reach_before, 0, 0, reach_after], dtype=np.int64), name("pads")),
         numpy_helper.from_array(dft_filters(bins, config), name("dft_filters")),
         numpy_helper.from_array(np.array([num_bins, num_bins], dtype=np.int64), name("split")),
         numpy_helper.from_array(mel_filterbank(config)[bins].T.astype(np.float32), name("mel_filters")),
         numpy_helper.from_array(np.array(config.log_offset, dtype=np.float32), name("log_offset")),
     ]
     nodes = [
+        # (B, 15600) -> (B, 1, 15600): samples -200 .. 15399 around the window
         helper.make_node("Unsqueeze", [waveform, name("axis1")], [name("wave")], name=name("Unsqueeze")),
-        # (B, 1, 15360) -> (B, 1, 15600): samples -200 .. 15399 around the window
-        helper.make_node("Pad", [name("wave"), name("pads")], [name("padded")], mode="reflect", name=name("Pad")),
-        # (B, 2 K, 96): frame j covers padded [160 j, 160 j + 400), i.e. centred on sample 160 j
+        # (B, 2 K, 96): frame j covers input [160 j, 160 j + 400), i.e. centred on window sample 160 j
         helper.make_node(
             "Conv",
-            [name("padded"), name("dft_filters")],
+            [name("wave"), name("dft_filters")],
             [name("spectrum")],
             strides=[config.hop_length],
             kernel_shape=[config.win_length],

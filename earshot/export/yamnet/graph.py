@@ -1,6 +1,7 @@
 """The bundle graph: the frontend joined to Qualcomm's quantised YAMNet, batch made dynamic.
 
-Two variants, both waveform [B, 15360] -> embedding [B, 1024], logits [B, 521]:
+Two variants, both waveform [B, 15600] (a 15360-sample window with 200 samples of context
+before it and 40 after) -> embedding [B, 1024], logits [B, 521]:
 - "int8": the source's QDQ arithmetic kept. The log-mel patch is quantised exactly as the source's
   uint8 input expects (QuantizeLinear, scale 0.047937885, zero point 144), weights are stored as
   int8 initializers (ONNX Runtime fuses DequantizeLinear -> Conv -> QuantizeLinear into
@@ -48,7 +49,7 @@ def build_graph(
     new_graph = helper.make_graph(
         nodes,
         f"yamnet_{variant}",
-        [helper.make_tensor_value_info(WAVEFORM_INPUT, TensorProto.FLOAT, [BATCH, frontend.window_samples])],
+        [helper.make_tensor_value_info(WAVEFORM_INPUT, TensorProto.FLOAT, [BATCH, frontend.input_samples])],
         [
             helper.make_tensor_value_info(EMBEDDING_OUTPUT, TensorProto.FLOAT, [BATCH, config.embedding_dim]),
             helper.make_tensor_value_info(LOGITS_OUTPUT, TensorProto.FLOAT, [BATCH, config.num_labels]),

@@ -1,11 +1,14 @@
 """The reference pipeline the bundle is checked against at build time, and the parity report.
 
 Reference = torch_audioset's way, in numpy: log-mel frames over the WHOLE clip (reflect padding
-only at the clip's ends), patches of 96 frames every 48, each patch quantised to uint8 and run
-through the ORIGINAL source graph at batch 1. The bundle instead sees one 0.96 s window at a time
-(the engine's windows, hop 0.48 s, the last one zero-padded), so its edge frames differ; the
-report measures how much that costs, and checks the graph against the same computation done
-window by window.
+of 256 samples at the clip's two ends only, center=True), patches of 96 frames every 48 (only
+whole patches: (frames - 96) // 48 + 1 of them), each quantised to uint8 and run through the
+ORIGINAL source graph at batch 1. The bundle sees the engine's windows (0.96 s every 0.48 s, the
+last one reaching the clip's end, zero-padded) each with 200 samples of the clip before it and
+40 after it (reflected outside the clip), so window k computes exactly the frames of patch k.
+They differ only at the clip's end: the reference reflects the clip where the engine's last
+window is zero-padded, and the engine has one window more than the reference has patches unless
+the clip's length is a multiple of 0.48 s (the reference drops the last, partial patch).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import onnx
 from earshot.bundle import EMBEDDING_OUTPUT, LOGITS_OUTPUT, WAVEFORM_INPUT
 from earshot.export.yamnet.config import FRONTEND, SOURCE, FrontendConfig, SourceGraphConfig
 from earshot.export.yamnet.frontend import mel_filterbank, periodic_hann
+from earshot.service.engine.windows import WindowSpec, cut
 
 # What the build enforces (int8 variant). Not embedding cosine: the float32 frontend differs from
 # numpy's float64 by up to ~7e-4 in log-mel, which moves ~0.01-0.1% of the uint8 inputs by one
@@ -27,41 +31,62 @@ MAX_PATCH_MISMATCH = 0.01  # fraction of patch values that may differ by one ste
 MAX_NETWORK_DIFF = 1e-4  # |bundle - source graph| on the same uint8 patches (embedding and logits)
 
 
+def engine_spec(config: FrontendConfig = FRONTEND) -> WindowSpec:
+    """How the engine cuts clips for the bundle (the manifest's window, hop and context)."""
+    return WindowSpec(
+        sample_rate=config.sample_rate,
+        window_samples=config.window_samples,
+        hop_samples=config.hop_samples,
+        before=config.context_before,
+        after=config.context_after,
+        edge="reflect",
+    )
+
+
 def engine_windows(clip: np.ndarray, config: FrontendConfig = FRONTEND) -> np.ndarray:
-    """(N, 15360): windows every 7680 samples, the last zero-padded, at least one."""
-    window, hop = config.window_samples, config.hop_samples
-    count = 1 if len(clip) <= window else -(-(len(clip) - window) // hop) + 1
-    padded = np.zeros(window + (count - 1) * hop, dtype=np.float32)
-    padded[: len(clip)] = clip
-    return np.stack([padded[k * hop : k * hop + window] for k in range(count)])  # (N, 15360)
+    """(N, 15600): the engine's windows of `clip` with their context, as the service cuts them."""
+    return np.ascontiguousarray(cut(clip.astype(np.float32), engine_spec(config)).samples)
 
 
-def clip_log_mel(clip: np.ndarray, config: FrontendConfig = FRONTEND) -> np.ndarray:
-    """(frames, 64) over the whole clip, torchaudio MelSpectrogram(center=True) + sqrt + log."""
-    padded = np.pad(clip.astype(np.float64), config.center_pad, mode="reflect")
-    count = 1 + (len(padded) - config.n_fft) // config.hop_length
-    starts = np.arange(count) * config.hop_length
-    frames = padded[starts[:, None] + np.arange(config.n_fft)[None, :]]  # (frames, 512)
-    window = np.zeros(config.n_fft)
-    window[config.window_offset : config.window_offset + config.win_length] = periodic_hann(config.win_length)
-    magnitude = np.abs(np.fft.rfft(frames * window, axis=1))  # (frames, 257)
+def _magnitudes(frames: np.ndarray, config: FrontendConfig) -> np.ndarray:
+    """(frames, 257) |rfft| of 400-sample frames times the periodic Hann (zero-padded to 512)."""
+    windowed = frames.astype(np.float64) * periodic_hann(config.win_length)  # (frames, 400)
+    return np.abs(np.fft.rfft(windowed, n=config.n_fft, axis=-1))  # the padding's place only moves the phase
+
+
+def _log_mel(magnitude: np.ndarray, config: FrontendConfig) -> np.ndarray:
     return np.log(magnitude @ mel_filterbank(config) + config.log_offset)  # (frames, 64)
 
 
+def clip_log_mel(clip: np.ndarray, config: FrontendConfig = FRONTEND) -> np.ndarray:
+    """(1 + samples // 160, 64) over the whole clip, torchaudio MelSpectrogram(center=True) + sqrt + log."""
+    reach = config.win_length // 2  # frame f covers samples [160 f - 200, 160 f + 200)
+    padded = np.pad(clip.astype(np.float64), config.center_pad, mode="reflect")
+    count = 1 + (len(padded) - config.n_fft) // config.hop_length
+    frames = np.lib.stride_tricks.sliding_window_view(padded[config.center_pad - reach :], config.win_length)
+    return _log_mel(_magnitudes(frames[:: config.hop_length][:count], config), config)
+
+
+def reference_patch_count(samples: int, config: FrontendConfig = FRONTEND) -> int:
+    """torch_audioset's patches of a clip: (frames - 96) // 48 + 1 whole patches, none if too short."""
+    frames = 1 + samples // config.hop_length
+    return max(0, (frames - config.patch_frames) // config.patch_hop_frames + 1)
+
+
 def whole_clip_patches(clip: np.ndarray, config: FrontendConfig = FRONTEND) -> np.ndarray:
-    """(N, 1, 96, 64) from frames over the clip zero-padded as the engine pads it (one per window)."""
-    count = len(engine_windows(clip, config))
-    padded = np.zeros(config.window_samples + (count - 1) * config.hop_samples, dtype=np.float32)
-    padded[: len(clip)] = clip
-    frames = clip_log_mel(padded, config)
-    starts = [k * config.patch_hop_frames for k in range(count)]
-    return np.stack([frames[s : s + config.patch_frames] for s in starts])[:, None].astype(np.float32)
+    """(reference_patch_count, 1, 96, 64): torch_audioset's patches, frames over the whole clip."""
+    frames = clip_log_mel(clip, config)
+    starts = range(0, reference_patch_count(len(clip), config) * config.patch_hop_frames, config.patch_hop_frames)
+    patches = [frames[s : s + config.patch_frames] for s in starts]
+    return np.array(patches, dtype=np.float32).reshape(-1, 1, config.patch_frames, config.n_mels)
 
 
 def window_patches(windows: np.ndarray, config: FrontendConfig = FRONTEND) -> np.ndarray:
-    """(N, 1, 96, 64): the same frontend applied to each window on its own (what the graph computes)."""
-    patches = [clip_log_mel(window, config)[: config.patch_frames] for window in windows]
-    return np.stack(patches)[:, None].astype(np.float32)
+    """(N, 1, 96, 64): the frontend applied to each window with its context (what the graph computes)."""
+    # (N, 96, 400): frame j of a window covers its input samples [160 j, 160 j + 400)
+    frames = np.lib.stride_tricks.sliding_window_view(windows, config.win_length, axis=1)[:, :: config.hop_length]
+    frames = frames[:, : config.patch_frames]
+    return _log_mel(_magnitudes(frames, config), config)[:, None].astype(np.float32)
 
 
 def quantize_patches(patches: np.ndarray, config: SourceGraphConfig = SOURCE) -> np.ndarray:
@@ -88,6 +113,8 @@ def run_source(session, patches: np.ndarray, config: SourceGraphConfig = SOURCE)
         scores, embedding = session.run([config.output_name, config.embedding_name], feeds)
         logits.append(config.output_scale * (scores[0].astype(np.float32) - config.output_zero_point))
         embeddings.append(embedding[0])
+    if not embeddings:  # a clip too short for a single reference patch
+        return np.zeros((0, config.embedding_dim), np.float32), np.zeros((0, config.num_labels), np.float32)
     return np.stack(embeddings), np.stack(logits)
 
 
@@ -104,12 +131,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def measure_parity(model: onnx.ModelProto, source: onnx.ModelProto, clips: list[np.ndarray], variant: str) -> dict:
     """The bundle graph `model` against the source graph on the engine's windows of `clips`.
 
-    "per_window": the reference frontend applied to each window alone, the computation the graph
-    is meant to do. For int8 it also compares the uint8 patches the graph hands its network, and
-    the network's outputs with the source graph's on those same patches: what the build enforces.
-    "whole_clip": the reference frontend over the whole clip, as torch_audioset does: measures
-    what cutting the clip into windows costs (frames 0, 1 and 95 of every window after the first
-    see reflected instead of real neighbouring samples). Reported, not enforced.
+    "per_window": the reference frontend applied to each window with its context, the computation
+    the graph is meant to do. For int8 it also compares the uint8 patches the graph hands its
+    network, and the network's outputs with the source graph's on those same patches: what the
+    build enforces. "whole_clip": torch_audioset's reference over the whole clip, patch k against
+    window k for every patch the reference has; the clip embedding and top tag as the service
+    pools them (all the engine's windows) against the reference's (all its patches). Reported.
     """
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -119,7 +146,7 @@ def measure_parity(model: onnx.ModelProto, source: onnx.ModelProto, clips: list[
         names.append(SOURCE.input_name)
     bundle_session, reference = _session(probe), source_session(source)
 
-    keys = ("cos", "top1", "step", "mismatch", "net", "whole", "clip", "clip_top1")
+    keys = ("cos", "top1", "step", "mismatch", "net", "whole", "clip", "clip_top1", "extra")
     found: dict[str, list] = {key: [] for key in keys}
     for clip in clips:
         windows = engine_windows(clip)
@@ -136,14 +163,17 @@ def measure_parity(model: onnx.ModelProto, source: onnx.ModelProto, clips: list[
             net_embedding, net_logits = run_source(reference, outputs[2])
             found["net"].append(max(np.abs(net_embedding - embedding).max(), np.abs(net_logits - logits).max()))
         whole_embedding, whole_logits = run_source(reference, whole_clip_patches(clip))
-        found["whole"].append(cosine_rows(whole_embedding, embedding))
+        found["extra"].append(len(windows) - len(whole_embedding))
+        if len(whole_embedding) == 0:
+            continue  # shorter than 0.95 s: the reference yields no patch
+        found["whole"].append(cosine_rows(whole_embedding, embedding[: len(whole_embedding)]))
         found["clip"].append(cosine_rows(whole_embedding.mean(0)[None], embedding.mean(0)[None]))
         found["clip_top1"].append(sigmoid(whole_logits).mean(0).argmax() == sigmoid(logits).mean(0).argmax())
 
     cos, whole = np.concatenate(found["cos"]), np.concatenate(found["whole"])
     per_window = {
-        "reference": "numpy float64 log-mel of each 0.96 s window alone (reflect padding at its edges) "
-        "+ the source graph at batch 1",
+        "reference": "numpy float64 log-mel of each 0.96 s window from its 200 + 15360 + 40 samples (the "
+        "engine's context) + the source graph at batch 1",
         "min_embedding_cosine": _round(cos.min()),
         "mean_embedding_cosine": _round(cos.mean()),
         "top1_agreement": _round(np.concatenate(found["top1"]).mean()),
@@ -164,8 +194,10 @@ def measure_parity(model: onnx.ModelProto, source: onnx.ModelProto, clips: list[
             and per_window["network_max_abs_diff_on_same_patches"] <= MAX_NETWORK_DIFF
         )
     report["whole_clip"] = {
-        "reference": "numpy float64 log-mel over the whole clip (torch_audioset: reflect padding at the clip "
-        "ends only), patches every 48 frames, + the source graph at batch 1",
+        "reference": "torch_audioset in numpy float64: log-mel over the whole clip (reflect padding of 256 at "
+        "the clip's ends only), whole patches of 96 frames every 48, + the source graph at batch 1",
+        "patches_compared": int(len(whole)),
+        "windows_without_a_reference_patch": int(sum(found["extra"])),
         "min_window_embedding_cosine": _round(whole.min()),
         "mean_window_embedding_cosine": _round(whole.mean()),
         "min_clip_embedding_cosine": _round(np.concatenate(found["clip"]).min()),

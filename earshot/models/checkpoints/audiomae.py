@@ -23,13 +23,14 @@ from earshot.models.checkpoints.encoder_checkpoint import (
     checked_labels,
     count_blocks,
     expected_shapes,
+    kaldi_frontend,
     require,
     square_patch,
     validated,
 )
 from earshot.models.checkpoints.io import CheckpointError, read_torch
 from earshot.models.checkpoints.mapping import Rule, convert_state_dict
-from earshot.models.config import AST_FBANK, AUDIOMAE_BASE, EncoderConfig, FbankConfig, frames_in_window
+from earshot.models.config import AST_FBANK, AUDIOMAE_BASE, EncoderConfig
 
 FORMAT = "audiomae-pth"
 FAMILY = "fine-tuned Audio-MAE"
@@ -41,22 +42,6 @@ _RULES = [
     Rule(r"pos_embed\.weight", (r"pos_embed",)),
     Rule(r"(patch_embed\.proj|blocks\.\d+\.[\w.]+|fc_norm|head)\.(weight|bias)", (r"\1.\2",)),
 ]
-
-
-def kaldi_frontend(base: FbankConfig, encoder: EncoderConfig, window_seconds: float, where: str) -> FbankConfig:
-    """The Kaldi fbank (AST's dataloader) for windows of `window_seconds`, padded to the model's frames."""
-    fbank = replace(base, num_frames=encoder.input_tdim, num_mel_bins=encoder.input_fdim)
-    try:
-        frames = frames_in_window(fbank, window_seconds)
-    except ValueError as error:
-        raise CheckpointError(f"{where}: {error}") from error
-    if frames > fbank.num_frames:
-        longest = ((fbank.num_frames - 1) * fbank.frame_shift + fbank.frame_length) / fbank.sample_rate
-        raise CheckpointError(
-            f"{where}: a {window_seconds:g} s window makes {frames} frames; the model's position table holds "
-            f"{fbank.num_frames} (windows up to {longest:g} s)"
-        )
-    return replace(fbank, window_frames=frames)
 
 
 def encoder_config(state: dict, where: str, num_heads: int) -> EncoderConfig:

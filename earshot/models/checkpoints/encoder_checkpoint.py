@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from earshot.models.ast import ASTEncoder
 from earshot.models.checkpoints.io import CheckpointError, sha256_file
-from earshot.models.config import EncoderConfig, FbankConfig, StftMelConfig
+from earshot.models.config import EncoderConfig, FbankConfig, StftMelConfig, frames_in_window
 from earshot.models.frontend.kaldi_fbank import KaldiFbank
 from earshot.models.frontend.passt_mel import PasstMel
 from earshot.models.waveform_model import WaveformModel
@@ -81,3 +81,19 @@ def checked_labels(labels: list[str] | None, num_classes: int, where: str) -> li
     if len(labels) != num_classes:
         raise CheckpointError(f"{where}: {len(labels)} labels given for a head with {num_classes} classes")
     return list(labels)
+
+
+def kaldi_frontend(base: FbankConfig, encoder: EncoderConfig, window_seconds: float, where: str) -> FbankConfig:
+    """The Kaldi fbank (AST's dataloader) for windows of `window_seconds`, padded to the model's frames."""
+    fbank = replace(base, num_frames=encoder.input_tdim, num_mel_bins=encoder.input_fdim)
+    try:
+        frames = frames_in_window(fbank, window_seconds)
+    except ValueError as error:
+        raise CheckpointError(f"{where}: {error}") from error
+    if frames > fbank.num_frames:
+        longest = ((fbank.num_frames - 1) * fbank.frame_shift + fbank.frame_length) / fbank.sample_rate
+        raise CheckpointError(
+            f"{where}: a {window_seconds:g} s window makes {frames} frames; the model's position table holds "
+            f"{fbank.num_frames} (windows up to {longest:g} s)"
+        )
+    return replace(fbank, window_frames=frames)

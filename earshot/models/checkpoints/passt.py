@@ -61,7 +61,9 @@ def encoder_config(
     freq_table = require(state, "freq_new_pos_embed", where, FAMILY)  # (1, D, F', 1)
     time_table = require(state, "time_new_pos_embed", where, FAMILY)  # (1, D, 1, T_table)
     if freq_table.ndim != 4 or time_table.ndim != 4:
-        raise CheckpointError(f"{where}: freq_new_pos_embed / time_new_pos_embed must be 4-D (1, D, F', 1) / (1, D, 1, T)")
+        raise CheckpointError(
+            f"{where}: freq_new_pos_embed / time_new_pos_embed must be 4-D, (1, D, F', 1) / (1, D, 1, T)"
+        )
     head = state.get("head.1.weight")
     config = replace(
         PASST_BASE,

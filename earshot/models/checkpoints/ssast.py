@@ -19,11 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from earshot.models.checkpoints.ast import pth_encoder_config
-from earshot.models.checkpoints.audiomae import kaldi_frontend
 from earshot.models.checkpoints.encoder_checkpoint import (
     EncoderCheckpoint,
     checked_labels,
     expected_shapes,
+    kaldi_frontend,
     require,
     validated,
 )

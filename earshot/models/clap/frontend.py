@@ -76,11 +76,7 @@ class ClapFrontend(nn.Module):
         squared = spectrum.pow(2).reshape(-1, 2, self.num_fft_bins, config.num_frames)  # (B, 2, K, T)
         power = squared.sum(dim=1)  # (B, K, T)
         mel = torch.matmul(power.transpose(1, 2), self.mel_banks)  # (B, T, M)
-        decibels = 10.0 * torch.log10(torch.clamp(mel, min=config.power_floor))  # (B, T, M)
-        if config.top_db is not None:
-            peak = decibels.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
-            decibels = torch.maximum(decibels, peak - config.top_db)
-        return decibels  # (B, T, M)
+        return 10.0 * torch.log10(torch.clamp(mel, min=config.power_floor))  # (B, T, M)
 
 
 def fit_to_window(waveform: torch.Tensor, window_samples: int) -> torch.Tensor:

@@ -47,8 +47,9 @@ class PasstMel(nn.Module):
         self.emphasis = nn.Conv1d(1, 1, kernel_size=2, bias=False)
         self.emphasis.weight.data.copy_(torch.tensor([[[-config.preemphasis, 1.0]]]))  # (1, 1, 2)
         self.emphasis.weight.requires_grad_(False)
-        self.framing = nn.Conv1d(1, 2 * config.num_fft_bins, kernel_size=config.win_length, stride=config.hop_length,
-                                 bias=False)
+        self.framing = nn.Conv1d(
+            1, 2 * config.num_fft_bins, kernel_size=config.win_length, stride=config.hop_length, bias=False
+        )
         kernel = torch.from_numpy(stft_kernel(config)).to(torch.float32)  # (2K, win)
         self.framing.weight.data.copy_(kernel.unsqueeze(1))  # (2K, 1, win)
         self.framing.weight.requires_grad_(False)

@@ -26,7 +26,7 @@ from earshot.service.audio import Audio, AudioLimits, decode
 from earshot.service.engine.batcher import Batcher, BatcherConfig, JobResult
 from earshot.service.engine.pooling import Tag, mean_pool, tag_scores, top_k
 from earshot.service.engine.runner import Runner, RunnerConfig
-from earshot.service.engine.windows import Windows, WindowSpec, cut
+from earshot.service.engine.windows import Windows, WindowSpec, cut, window_spec
 from earshot.service.errors import DeadlineExceeded, Draining, EmptyAudio, NotReady, UnknownModel
 from earshot.settings import Settings
 
@@ -63,8 +63,7 @@ class _Model:
 
     @property
     def spec(self) -> WindowSpec:
-        manifest = self.bundle.manifest
-        return WindowSpec(manifest.sample_rate, manifest.window_samples, manifest.hop_samples)
+        return window_spec(self.bundle.manifest)
 
 
 class Engine:

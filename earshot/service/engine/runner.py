@@ -62,7 +62,11 @@ class Runner:
         log.info("model %s runs on %s", manifest.name, ", ".join(self.providers))
 
     def run(self, waveform: np.ndarray, num_samples: np.ndarray) -> BatchOutput:
-        """waveform (batch, window_samples), num_samples (batch,) -> the graph's outputs."""
+        """waveform (batch, input_samples), num_samples (batch,) -> the graph's outputs.
+
+        input_samples is the window with its context (manifest.input_samples); num_samples counts
+        the real samples of each window's own span.
+        """
         feeds: dict[str, np.ndarray] = {WAVEFORM_INPUT: np.ascontiguousarray(waveform, dtype=self._waveform_dtype)}
         if self._num_samples_dtype is not None:
             feeds[NUM_SAMPLES_INPUT] = np.ascontiguousarray(num_samples, dtype=self._num_samples_dtype)
@@ -73,9 +77,10 @@ class Runner:
 
     def warm_up(self) -> None:
         """Run the smallest and the largest batch once, so first requests pay no set-up cost."""
-        window = self.bundle.manifest.window_samples
+        manifest = self.bundle.manifest
+        window, length = manifest.window_samples, manifest.input_samples
         for batch in sorted({1, self.config.max_batch_windows}):
-            waveform = np.zeros((batch, window), dtype=np.float32)  # (batch, window_samples)
+            waveform = np.zeros((batch, length), dtype=np.float32)  # (batch, input_samples)
             num_samples = np.full((batch,), window, dtype=np.int64)  # (batch,)
             self.run(waveform, num_samples)
 
@@ -105,13 +110,14 @@ class Runner:
         given = dict(manifest.providers.get(short) or manifest.providers.get(PROVIDERS[short]) or {})
         if short != "tensorrt":
             return given
-        # One optimisation profile: the window length is fixed, the batch runs from 1 to the largest.
+        # One optimisation profile: the input length (window and context) is fixed, the batch runs
+        # from 1 to the largest.
         cache = self.config.cache_dir / "tensorrt" / f"{manifest.name}-{manifest.files[manifest.model_file][:12]}"
         cache.mkdir(parents=True, exist_ok=True)
-        window = manifest.window_samples
+        length = manifest.input_samples
 
         def shapes(batch: int) -> str:
-            names = [f"{WAVEFORM_INPUT}:{batch}x{window}"]
+            names = [f"{WAVEFORM_INPUT}:{batch}x{length}"]
             if manifest.takes_num_samples:
                 names.append(f"{NUM_SAMPLES_INPUT}:{batch}")
             return ",".join(names)

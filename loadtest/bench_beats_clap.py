@@ -1,0 +1,151 @@
+"""BEATs-base and CLAP (HTS-AT base) windows/s: earshot's fp32 and int8 bundles vs the same PyTorch module.
+
+    python loadtest/bench_beats_clap.py [--windows 8] [--batch 4] [--threads 2] [--out loadtest/results/beats_clap.json]
+
+Random weights in base shapes (speed does not depend on the values): BEATs iter3 (512-wide patch
+embedding, 12 layers, 768 wide, 12 heads, gated relative position bias, deep norm, 527 classes) on
+10 s windows at 16 kHz, written in BEATs' own .pt layout and exported with `beats:`; CLAP's
+HTS-AT base (Swin 96-768, depths 2-2-6-2, window 8, 512-d projection) on 10 s windows at 48 kHz,
+saved by transformers' ClapModel and exported with `hf:` (embedding only). Every contender runs the
+whole waveform-in model (frontend included); the baseline is our PyTorch module in eager mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "models"))  # beats_fixtures: random files in BEATs' layout
+AUDIO_DIR = REPO.parent / "shared" / "audio"
+
+BEATS_BASE_CFG = {
+    "input_patch_size": 16, "embed_dim": 512, "conv_bias": False, "encoder_layers": 12, "encoder_embed_dim": 768,
+    "encoder_ffn_embed_dim": 3072, "encoder_attention_heads": 12, "activation_fn": "gelu",
+    "layer_norm_first": False, "deep_norm": True, "conv_pos": 128, "conv_pos_groups": 16,
+    "relative_position_embedding": True, "num_buckets": 320, "max_distance": 800, "gru_rel_pos": True,
+    "finetuned_model": True, "predictor_class": 527,
+}
+
+
+def load_windows(count: int, sample_rate: int, window_samples: int) -> list[np.ndarray]:
+    from earshot.service.audio import AudioLimits, decode
+
+    sources = sorted(p for p in AUDIO_DIR.iterdir() if p.is_file() and p.suffix in (".flac", ".ogg"))
+    windows = []
+    for index in range(count):
+        wave = decode(sources[index % len(sources)].read_bytes(), sample_rate, AudioLimits(1 << 30, 3600)).waveform
+        windows.append(np.resize(wave, window_samples).astype(np.float32))
+    return windows
+
+
+def timed(run, batches) -> float:
+    run(batches[0])  # warm-up
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        for batch in batches:
+            run(batch)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_torch(module, batches, threads: int) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def run(batch):
+        with torch.inference_mode():
+            module(torch.from_numpy(batch), torch.full((len(batch),), batch.shape[1], dtype=torch.int64))
+
+    return timed(run, batches)
+
+
+def bench_bundle(path: Path, batches, threads: int) -> float:
+    import onnxruntime as ort
+
+    from earshot import bundle
+
+    loaded = bundle.load(path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(loaded.model_path), options, providers=["CPUExecutionProvider"])
+
+    def run(batch):
+        feeds = {"waveform": batch, "num_samples": np.full(len(batch), batch.shape[1], dtype=np.int64)}
+        session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})
+
+    return timed(run, batches)
+
+
+def make_models(work: Path):
+    import torch
+    from beats_fixtures import write_beats_file
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
+
+    from earshot.export.loaders.beats import load_beats
+    from earshot.export.loaders.clap import load_clap
+
+    beats_file = write_beats_file(work / "beats-base.pt", BEATS_BASE_CFG, seed=0)
+    torch.manual_seed(0)
+    text = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    clap_dir = work / "clap-htsat-base"
+    ClapModel(ClapConfig(text_config=text)).eval().save_pretrained(clap_dir)  # ClapAudioConfig(): HTS-AT base
+    ClapFeatureExtractor(frequency_min=50, frequency_max=14000, truncation="rand_trunc").save_pretrained(clap_dir)
+    return {"beats_base": load_beats(str(beats_file)), "clap_htsat_base": load_clap(str(clap_dir))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--windows", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=REPO / "loadtest" / "results" / "beats_clap.json")
+    args = parser.parse_args()
+
+    from earshot.export.onnx_export import export_bundle
+
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as work:
+        for family, model in make_models(Path(work)).items():
+            windows = load_windows(args.windows, model.sample_rate, model.window_samples)
+            batches = [np.stack(windows[i : i + args.batch]) for i in range(0, len(windows), args.batch)]
+            row = {"window_seconds": model.window_samples / model.sample_rate}
+            seconds = bench_torch(model.module, batches, args.threads)
+            row["torch_eager_windows_per_s"] = len(windows) / seconds
+            print(f"{family} torch eager: {len(windows) / seconds:.2f} windows/s", flush=True)
+            for precision in ("fp32", "int8"):
+                out = Path(work) / f"{family}-{precision}"
+                export_bundle(model, out, precision, parity_audio=windows[:2])
+                seconds = bench_bundle(out, batches, args.threads)
+                row[f"earshot_{precision}_windows_per_s"] = len(windows) / seconds
+                row[f"earshot_{precision}_vs_torch_eager"] = row[f"earshot_{precision}_windows_per_s"] / row[
+                    "torch_eager_windows_per_s"]
+                row[f"{precision}_model_bytes"] = (out / "model.onnx").stat().st_size
+                print(f"{family} earshot {precision}: {len(windows) / seconds:.2f} windows/s", flush=True)
+            results[family] = row
+
+    report = {
+        "benchmark": "BEATs-base and CLAP HTS-AT base (random weights), one 10 s window per item, frontend included",
+        "machine": {"cpu_count": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
+                    "processor": platform.processor()},
+        "windows": args.windows,
+        "batch": args.batch,
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
