@@ -58,7 +58,9 @@ def test_empty_or_multichannel_waveforms_are_refused() -> None:
         cut(np.zeros((2, 100), dtype=np.float32), SPEC)
 
 
-CONTEXT_SPEC = WindowSpec(sample_rate=16_000, window_samples=1_600, hop_samples=800, before=200, after=40, edge="reflect")
+CONTEXT_SPEC = WindowSpec(
+    sample_rate=16_000, window_samples=1_600, hop_samples=800, before=200, after=40, edge="reflect"
+)
 
 
 def test_interior_windows_carry_the_clips_real_neighbours() -> None:

@@ -274,7 +274,7 @@ class Batcher:
 
     def _compute(self, batch: list[_Slice]) -> tuple[BatchOutput, float]:
         """In a worker thread: gather the windows (copying only these rows), run the model."""
-        waveform = np.concatenate([p.job.windows.samples[p.start : p.stop] for p in batch])  # (B, window_samples)
+        waveform = np.concatenate([p.job.windows.samples[p.start : p.stop] for p in batch])  # (B, input_samples)
         num_samples = np.concatenate([p.job.windows.num_samples[p.start : p.stop] for p in batch])  # (B,)
         began = time.perf_counter()
         output = self.runner.run(waveform, num_samples)
