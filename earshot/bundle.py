@@ -143,6 +143,9 @@ class Manifest:
             "hop_seconds": round(self.hop_seconds, 4),
             "embedding_dim": self.embedding_dim,
             "num_labels": self.num_labels,
+            "source": self.source.get("uri"),
+            # trained tags, zero-shot tags (CLAP with --labels) or none, where the exporter said
+            "tags": self.notes.get("tag_kind", "trained" if self.has_logits else "none"),
         }
 
     def to_json(self) -> dict[str, Any]:

@@ -495,9 +495,9 @@ def bench_format(server: Server, model: str, fmt: str, waves: list[np.ndarray], 
         step.offered_requests_per_s = rate
         entry = {"fraction_of_max": fraction, **asdict(step)}
         report["sweep"].append(entry)
-        lat = step.summary["latency_ms"]
+        lat = {k: "-" if v is None else f"{v:.0f}" for k, v in step.summary["latency_ms"].items()}
         print(f"[{fmt}] open loop {fraction:.2f}x = {rate:.2f} req/s: {step.summary['windows_per_s']:.1f} windows/s, "
-              f"p50 {lat['p50']:.0f} p95 {lat['p95']:.0f} p99 {lat['p99']:.0f} ms, "
+              f"p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']} ms, "
               f"ok {step.summary['ok']}/{step.summary['requests']}, mean batch {step.server['mean_batch']:.1f}",
               flush=True)
     half = next(e for e in report["sweep"] if e["fraction_of_max"] == 0.5)
@@ -508,8 +508,8 @@ def bench_format(server: Server, model: str, fmt: str, waves: list[np.ndarray], 
                         lambda: open_loop(url, bodies, windows, rate, args.duration, "constant"))
         step.offered_requests_per_s = rate
         report["half_load_constant_arrivals"] = {"fraction_of_max": 0.5, **asdict(step)}
-        lat = step.summary["latency_ms"]
-        print(f"[{fmt}] open loop 0.50x, constant arrivals: p50 {lat['p50']:.0f} p99 {lat['p99']:.0f} ms", flush=True)
+        lat = {k: "-" if v is None else f"{v:.0f}" for k, v in step.summary["latency_ms"].items()}
+        print(f"[{fmt}] open loop 0.50x, constant arrivals: p50 {lat['p50']} p99 {lat['p99']} ms", flush=True)
     if profile_dir is not None:  # separate, profiled repeats, so that py-spy never touches the goal numbers
         step = run_step(server, model, f"{fmt}-saturation",
                         lambda: closed_loop(url, bodies, windows, args.concurrency, args.duration), profile_dir)

@@ -85,7 +85,7 @@ def trace_to_onnx(module: torch.nn.Module, window_samples: int, has_logits: bool
     dynamic_axes = {name: {0: "batch"} for name in [bundle.WAVEFORM_INPUT, bundle.NUM_SAMPLES_INPUT, *outputs]}
     with torch.no_grad():
         torch.onnx.export(
-            _OutputsOnly(module, has_logits),
+            _OutputsOnly(module, has_logits).eval(),  # export restores the wrapper's mode afterwards
             (waveform, num_samples),
             str(path),
             dynamo=False,

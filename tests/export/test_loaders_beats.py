@@ -80,6 +80,17 @@ def test_labels_files_map_audioset_ids_or_replace_labels(tmp_path):
         load_beats(str(path), window_seconds=1.0, labels_file=plain)
 
 
+def test_audioset_ids_of_a_527_way_head_become_display_names(tmp_path):
+    cfg = {**NON_DEFAULT_CFG, "predictor_class": 527}
+    path = write_beats_file(tmp_path / "as2m.pt", cfg, seed=2)  # label_dict: /m/00000 ... /m/00526
+    model = load_beats(str(path), window_seconds=1.0)
+    assert model.labels[:2] == ["Speech", "Male speech, man speaking"] and model.num_labels == 527
+    assert model.notes["label_ids"][:2] == ["/m/00000", "/m/00001"]
+    assert load_beats(str(write_beats_file(tmp_path / "small.pt", NON_DEFAULT_CFG)), window_seconds=1.0).labels[0] == (
+        "/m/00000"  # not a 527-way AudioSet head: the ids stay
+    )
+
+
 def test_export_cli_reproduces_the_golden_tags(golden_dir, golden, tmp_path, audio_dir, capsys):
     out = tmp_path / "beats-ft"
     source = f"beats:{golden_paths(golden_dir)['finetuned']}"

@@ -2,24 +2,28 @@
 
 Pre-trained files give an embedding-only bundle (the mean of the output tokens); fine-tuned files
 add logits (the token-averaged predictor output; tags = sigmoid, as BEATs computes them), labelled
-with the file's label_dict values. Released AudioSet files label classes with AudioSet ids
-("/m/09x0r"); earshot ships no AudioSet name list, so the ids stay as they are unless the user
-passes AudioSet's `class_labels_indices.csv` (index,mid,display_name) as --labels, which maps
-each id to its display name. A plain list (one label per line) replaces the labels instead.
+with the file's label_dict values. Released AudioSet files label their 527 classes with AudioSet
+ids ("/m/09x0r") in class-index order; those become AudioSet's display names by index
+(earshot.export.audioset, the order of class_labels_indices.csv), and the ids stay in the
+manifest's notes. --labels overrides: AudioSet's `class_labels_indices.csv` (index,mid,display_name)
+maps each id to its display name by id; a plain list (one label per line) replaces the labels.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 from earshot.bundle import Padding
+from earshot.export.audioset import labels_for_head
 from earshot.export.exportable import ExportableModel
 from earshot.models.beats.config import DEFAULT_WINDOW_SECONDS
 from earshot.models.checkpoints.beats import BeatsCheckpoint, read_beats_checkpoint
 from earshot.models.checkpoints.io import CheckpointError
 
 FAMILY = "beats"
+AUDIOSET_ID = re.compile(r"/[mgt]/[0-9a-z_]+")  # a Freebase / Google knowledge-graph id, as AudioSet uses
 PADDING = Padding(
     "frames",
     "BEATs sees only the whole 16-frame patches of a clip: tokens of patches that reach past "
@@ -60,7 +64,9 @@ def _default_name(path: str) -> str:
     return cleaned[:128] or FAMILY
 
 
-def exportable(checkpoint: BeatsCheckpoint, name: str, uri: str, labels: list[str]) -> ExportableModel:
+def exportable(
+    checkpoint: BeatsCheckpoint, name: str, uri: str, labels: list[str], label_notes: dict | None = None
+) -> ExportableModel:
     fbank, encoder = checkpoint.fbank, checkpoint.encoder
     return ExportableModel(
         module=checkpoint.build(),
@@ -85,6 +91,7 @@ def exportable(checkpoint: BeatsCheckpoint, name: str, uri: str, labels: list[st
             "embedding": "mean of the output tokens",
             "tags": "trained (fine-tuned predictor)" if checkpoint.finetuned else "none (pre-trained checkpoint)",
             "tag_kind": "trained" if checkpoint.finetuned else "none",
+            **(label_notes or {}),
         },
     )
 
@@ -98,9 +105,15 @@ def load_beats(
     """A BEATs .pt ({"cfg", "model"[, "label_dict"]}), for windows of `window_seconds` (default 10 s;
     cut to whole 16-frame patches). labels_file: see the module docstring."""
     checkpoint = read_beats_checkpoint(path, window_seconds or DEFAULT_WINDOW_SECONDS)
-    labels = checkpoint.labels
+    labels, notes = checkpoint.labels, {}
     if labels_file is not None:
         if not checkpoint.finetuned:
             raise CheckpointError(f"{path}: a pre-trained BEATs file has no predictor to label")
         labels = apply_label_names(labels, read_label_names(labels_file), str(labels_file))
-    return exportable(checkpoint, name or _default_name(path), str(Path(path).resolve()), labels)
+        notes = {"label_ids": checkpoint.labels, "label_names": f"from {Path(labels_file).name}"}
+    elif labels and all(AUDIOSET_ID.fullmatch(label) for label in labels):
+        names = labels_for_head(len(labels))
+        if names is not None:
+            labels = names
+            notes = {"label_ids": checkpoint.labels, "label_names": "AudioSet display names by class index"}
+    return exportable(checkpoint, name or _default_name(path), str(Path(path).resolve()), labels, notes)

@@ -1,8 +1,12 @@
-"""CLAP (LAION's HTS-AT audio tower with a joint audio-text projection), as transformers' ClapModel holds it.
+"""CLAP (LAION's joint audio-text model), audio side: HTS-AT + projection, written here from the paper
+and transformers' ClapModel layout (reading, not wrapping: transformers is only used at export time
+to embed the zero-shot prompts with the text tower).
 
-config.py    ClapFrontendConfig: what ClapFeatureExtractor computes for an unfused model
-mel.py       HTK / Slaney mel filter banks
-frontend.py  ClapFrontend: deterministic repeat-pad, STFT log-mel in dB, inside the graph
-audio.py     ClapAudioTower: transformers' audio model + projection -> L2-normalised embedding,
-             and the zero-shot head (scaled cosine to prompts embedded at export)
+config.py            ClapFrontendConfig (what ClapFeatureExtractor computes), HtsatConfig
+mel.py               HTK / Slaney mel filter banks
+frontend.py          ClapFrontend: deterministic repeat-pad, STFT log-mel in dB, inside the graph
+window_attention.py  Swin window attention with the relative position bias table
+swin.py              SwinBlock (shifted windows), PatchMerging
+htsat.py             HtsatEncoder: mel batch norm, mel -> 256 x 256 image, patch conv, Swin stages, mean
+audio.py             ClapAudioTower: HTS-AT -> projection -> L2-normalised embedding [-> zero-shot logits]
 """
