@@ -677,6 +677,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-batch-windows", type=int, default=None,
                         help=f"server and raw engine (default: {defaults.max_batch_windows}; 4 for AST on CPU)")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--serve-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="any other setting for `earshot serve` (repeatable), e.g. runner_threads=2")
     parser.add_argument("--profile", action="store_true", help="py-spy the server during saturation steps")
     parser.add_argument("--no-plots", dest="plots", action="store_false")
     parser.add_argument("--markdown", type=Path, metavar="RESULT.json",
@@ -739,6 +741,8 @@ def main(argv=None) -> dict:
             print(f"transformers eager: {report['transformers_eager']['clips_per_s']:.2f} clips/s", flush=True)
 
         flags = {"max_batch_windows": args.max_batch_windows, "threads": args.threads}
+        flags.update(item.split("=", 1) for item in args.serve_setting)
+        report["settings"]["serve_flags"] = flags
         report["formats"] = {}
         with running_server(bundle_path, work_dir / "server.log", flags) as server:
             for fmt in args.formats:

@@ -131,7 +131,10 @@ def test_manifests_csv_and_text(catalog, yamnet_bundle, tmp_path, audio_dir):
     assert sum(row["error"] is None for row in rows.values()) == 3
 
 
-def test_killed_run_resumes_without_duplicates(catalog, yamnet_bundle, tmp_path):
+def test_killed_run_resumes_without_duplicates(catalog, yamnet_bundle, tmp_path, audio_dir):
+    # enough files that the job is still running when the test has seen its first rows
+    for copy in range(150):
+        shutil.copy(audio_dir / "drum_kick.flac", catalog / "shelf1" / f"kick-{copy:03d}.flac")
     out = tmp_path / "resume.parquet"
     args = [str(catalog), "--bundle", str(yamnet_bundle.path), "--out", str(out), "--workers", "1", "--flush-rows", "2"]
     process = subprocess.Popen([sys.executable, "-m", "earshot.cli", "embed", *args],
@@ -144,7 +147,7 @@ def test_killed_run_resumes_without_duplicates(catalog, yamnet_bundle, tmp_path)
     while good_rows_written() < 2:  # the bad/ folder sorts first: wait for real embeddings
         assert process.poll() is None, "the job ended before it could be killed half-way"
         assert time.monotonic() < deadline, "no rows were written"
-        time.sleep(0.05)
+        time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not out.exists()  # killed before compaction: only part files hold rows
