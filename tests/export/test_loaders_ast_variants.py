@@ -58,7 +58,7 @@ def test_export_cli_reproduces_the_golden_outputs(scheme, golden_dir, tmp_path, 
     assert manifest.name == Path(file).stem
     assert manifest.notes["fused_operators"]["Attention"] == 2  # every layer's attention, fused
 
-    arrays = np.load(golden_dir / file.replace(".pth", "-golden.npz").replace(".pt", "-golden.npz"))
+    arrays = ref.golden_arrays(golden_dir / file)
     waves = arrays["wave"]
     waveform = np.stack([ref.fit(w, window) for w in waves])
     num_samples = np.full(len(waves), min(waves.shape[1], window), dtype=np.int64)

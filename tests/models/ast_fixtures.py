@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-import soundfile
-import soxr
 import torch
+
+import variant_references
 
 SAMPLE_RATE = 16000
 # Lengths at 16 kHz: 15.7 s (cut to 10.24 s), 2.8 s, 2.0 s, 0.8 s, and 1 s of digital silence.
@@ -16,12 +16,8 @@ CLIPS = ("speech_spanish_16s.ogg", "music_piano.flac", "bird_crow.ogg", "speech_
 
 
 def read_clip(path: Path) -> np.ndarray:
-    """Mono float32 at 16 kHz, the way the service decodes: soundfile, mean of channels, soxr."""
-    audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    mono = audio.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        mono = soxr.resample(mono, rate, SAMPLE_RATE)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    """Mono float32 at 16 kHz, the way the service decodes (variant_references.read_clip)."""
+    return variant_references.read_clip(path, SAMPLE_RATE)
 
 
 def window_batch(waves: list[np.ndarray], window_samples: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-import soundfile
-import soxr
 import torch
+
+import variant_references
 
 SAMPLE_RATE = 48000
 WORDS = ("This", "this", "is", "a", "sound", "of", "speech", "music", "bird", "dog", "rain", "the", ".")
@@ -54,12 +54,8 @@ TINY_TEXT = dict(
 
 
 def read_clip(path: Path) -> np.ndarray:
-    """Mono float32 at 48 kHz, the way the service decodes."""
-    audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    mono = audio.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        mono = soxr.resample(mono, rate, SAMPLE_RATE)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    """Mono float32 at 48 kHz, the way the service decodes (variant_references.read_clip)."""
+    return variant_references.read_clip(path, SAMPLE_RATE)
 
 
 def randomise(model: torch.nn.Module, seed: int) -> None:

@@ -19,8 +19,8 @@ GOLDEN_SAMPLES = 96000  # 6 s at 16 kHz
 
 @pytest.fixture(scope="module")
 def golden(golden_dir):
-    folder = golden_dir / "audiomae"
-    return folder / "audiomae-tiny-a.pth", dict(np.load(folder / "audiomae-tiny-a-golden.npz"))
+    path = golden_dir / "audiomae" / "audiomae-tiny-a.pth"
+    return path, ref.golden_arrays(path)
 
 
 @pytest.mark.parametrize("window_seconds", [10.0, 6.0], ids=["default-10s-window", "6s-window"])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from ast_fixtures import window_batch
 from clap_fixtures import UNFUSED_EXTRACTOR, make_clap_dir, read_clip
 from earshot.models.checkpoints.clap import read_clap_checkpoint, with_window
 from earshot.models.clap.config import CLAP_UNFUSED_FRONTEND
@@ -28,16 +29,6 @@ WITHIN_DB_OF_FRAME_PEAK = 60.0
 @pytest.fixture(scope="module")
 def waves(audio_dir) -> dict[str, np.ndarray]:
     return {name: read_clip(audio_dir / name) for name in CLIPS}
-
-
-def window_batch(clips: list[np.ndarray], window_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-    batch = np.zeros((len(clips), window_samples), dtype=np.float32)
-    counts = []
-    for row, clip in enumerate(clips):
-        count = min(len(clip), window_samples)
-        batch[row, :count] = clip[:count]
-        counts.append(count)
-    return torch.from_numpy(batch), torch.tensor(counts, dtype=torch.int64)
 
 
 def extractor(**overrides):

@@ -18,8 +18,8 @@ SAMPLE_RATE = 32000
 
 @pytest.fixture(scope="module")
 def golden(golden_dir):
-    folder = golden_dir / "passt"
-    return folder / "passt-tiny-a.pt", dict(np.load(folder / "passt-tiny-a-golden.npz"))
+    path = golden_dir / "passt" / "passt-tiny-a.pt"
+    return path, ref.golden_arrays(path)
 
 
 def test_frontend_matches_golden(golden):

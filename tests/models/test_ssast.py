@@ -19,8 +19,8 @@ GOLDEN_SAMPLES = 96000  # 6 s at 16 kHz
 
 @pytest.fixture(scope="module")
 def golden(golden_dir):
-    folder = golden_dir / "ssast"
-    return folder / "ssast-tiny-a.pth", dict(np.load(folder / "ssast-tiny-a-golden.npz"))
+    path = golden_dir / "ssast" / "ssast-tiny-a.pth"
+    return path, ref.golden_arrays(path)
 
 
 def test_frontend_matches_golden(golden):

@@ -28,6 +28,11 @@ def read_clip(path: Path, rate: int) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def golden_arrays(checkpoint: Path) -> dict[str, np.ndarray]:
+    """The reference arrays ../shared/golden keeps beside a checkpoint, in `<stem>-golden.npz`."""
+    return dict(np.load(checkpoint.with_name(f"{checkpoint.stem}-golden.npz")))
+
+
 def fit(wave: np.ndarray, samples: int) -> np.ndarray:
     out = np.zeros(samples, dtype=np.float32)
     out[: min(samples, len(wave))] = wave[:samples]

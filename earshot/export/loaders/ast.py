@@ -6,10 +6,12 @@ from pathlib import Path
 
 from earshot.bundle import Padding
 from earshot.export.exportable import ExportableModel
+from earshot.export.loaders.shared import default_name, exportable_model, reference_uri
 from earshot.models.checkpoints.ast import ASTCheckpoint, read_ast_pth, read_hf_checkpoint
 from earshot.models.config import AST_BASE, AST_FBANK
 
 FAMILY = "ast"
+SUFFIXES = (".pth",)  # cut from a file name to make the default bundle name
 PADDING = Padding(
     "frames",
     "AST computes the fbank on the real samples and pads it with zeros (log-mel 0, before "
@@ -19,17 +21,15 @@ PADDING = Padding(
 
 def _exportable(checkpoint: ASTCheckpoint, name: str, uri: str) -> ExportableModel:
     fbank, encoder = checkpoint.fbank, checkpoint.encoder
-    return ExportableModel(
-        module=checkpoint.build(),
+    return exportable_model(
+        checkpoint,
+        fbank,
         name=name,
         family=FAMILY,
-        sample_rate=fbank.sample_rate,
-        window_samples=fbank.window_samples,
-        hop_samples=fbank.hop_samples,
+        uri=uri,
         embedding_dim=encoder.embed_dim,
         labels=checkpoint.labels,
         padding=PADDING,
-        source={"uri": uri, "sha256": checkpoint.sha256(), "format": checkpoint.format},
         tag_activation="sigmoid",
         attention_heads=encoder.num_heads,
         notes={
@@ -42,19 +42,10 @@ def _exportable(checkpoint: ASTCheckpoint, name: str, uri: str) -> ExportableMod
     )
 
 
-def _default_name(reference: str) -> str:
-    stem = Path(reference.rstrip("/")).name
-    stem = stem[: -len(".pth")] if stem.endswith(".pth") else stem
-    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).lstrip("._-")
-    return cleaned[:128] or FAMILY
-
-
 def load_hf(reference: str, name: str | None = None) -> ExportableModel:
     """A transformers AST checkpoint: a save_pretrained directory, or a hub id (needs internet)."""
     checkpoint = read_hf_checkpoint(reference)
-    path = Path(reference)
-    uri = str(path.resolve()) if path.exists() else reference
-    return _exportable(checkpoint, name or _default_name(reference), uri)
+    return _exportable(checkpoint, name or default_name(reference, FAMILY, SUFFIXES), reference_uri(reference))
 
 
 def load_ast_pth(
@@ -85,4 +76,4 @@ def load_ast_pth(
         norm_mean=norm_mean,
         norm_std=norm_std,
     )
-    return _exportable(checkpoint, name or _default_name(path), str(Path(path).resolve()))
+    return _exportable(checkpoint, name or default_name(path, FAMILY, SUFFIXES), str(Path(path).resolve()))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from earshot.export.exportable import ExportableModel
-from earshot.export.loaders.encoder_family import KALDI_FRAMES_PADDING, default_name, exportable
+from earshot.export.loaders.encoder_family import KALDI_FRAMES_PADDING, load_variant
 from earshot.models.checkpoints.audiomae import DEFAULT_WINDOW_SECONDS, read_audiomae
 from earshot.models.config import AUDIOMAE_BASE
 
@@ -20,10 +20,7 @@ def load_audiomae(
     """A fine-tuned Audio-MAE .pth. window_seconds: the bundle's window at 16 kHz (default 10 s,
     at most 10.24 s; the fbank is padded to the model's 1024 frames). num_heads: not in the file
     (default 12, ViT-B's). labels: one per class; AudioSet's names for a 527-way head when None."""
-    checkpoint = read_audiomae(
-        path,
-        window_seconds=DEFAULT_WINDOW_SECONDS if window_seconds is None else window_seconds,
-        num_heads=num_heads or AUDIOMAE_BASE.num_heads,
-        labels=labels,
+    return load_variant(
+        read_audiomae, AUDIOMAE_BASE, DEFAULT_WINDOW_SECONDS, FAMILY, KALDI_FRAMES_PADDING,
+        path, name, window_seconds, labels, num_heads=num_heads
     )
-    return exportable(checkpoint, FAMILY, name or default_name(path, FAMILY), KALDI_FRAMES_PADDING, labels is not None)

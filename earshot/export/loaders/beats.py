@@ -18,11 +18,13 @@ from pathlib import Path
 from earshot.bundle import Padding
 from earshot.export.audioset import labels_for_head
 from earshot.export.exportable import ExportableModel
+from earshot.export.loaders.shared import default_name, exportable_model
 from earshot.models.beats.config import DEFAULT_WINDOW_SECONDS
 from earshot.models.checkpoints.beats import BeatsCheckpoint, read_beats_checkpoint
 from earshot.models.checkpoints.io import CheckpointError
 
 FAMILY = "beats"
+SUFFIXES = (".pt",)  # cut from a file name to make the default bundle name
 AUDIOSET_ID = re.compile(r"/[mgt]/[0-9a-z_]+")  # a Freebase / Google knowledge-graph id, as AudioSet uses
 PADDING = Padding(
     "frames",
@@ -57,28 +59,19 @@ def apply_label_names(labels: list[str], names: dict[str, str] | list[str], wher
     return [names[label] for label in labels]
 
 
-def _default_name(path: str) -> str:
-    stem = Path(path).name
-    stem = stem[: -len(".pt")] if stem.endswith(".pt") else stem
-    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).lstrip("._-")
-    return cleaned[:128] or FAMILY
-
-
 def exportable(
     checkpoint: BeatsCheckpoint, name: str, uri: str, labels: list[str], label_notes: dict | None = None
 ) -> ExportableModel:
     fbank, encoder = checkpoint.fbank, checkpoint.encoder
-    return ExportableModel(
-        module=checkpoint.build(),
+    return exportable_model(
+        checkpoint,
+        fbank,
         name=name,
         family=FAMILY,
-        sample_rate=fbank.sample_rate,
-        window_samples=fbank.window_samples,
-        hop_samples=fbank.hop_samples,
+        uri=uri,
         embedding_dim=encoder.embed_dim,
         labels=labels,
         padding=PADDING,
-        source={"uri": uri, "sha256": checkpoint.sha256(), "format": checkpoint.format},
         tag_activation="sigmoid",
         notes={
             "frontend": f"Kaldi fbank on wave * {fbank.wave_scale:g}: 25 ms / 10 ms, povey, pre-emphasis 0.97, "
@@ -116,4 +109,5 @@ def load_beats(
         if names is not None:
             labels = names
             notes = {"label_ids": checkpoint.labels, "label_names": "AudioSet display names by class index"}
-    return exportable(checkpoint, name or _default_name(path), str(Path(path).resolve()), labels, notes)
+    name = name or default_name(path, FAMILY, SUFFIXES)
+    return exportable(checkpoint, name, str(Path(path).resolve()), labels, notes)

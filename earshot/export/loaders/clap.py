@@ -12,14 +12,14 @@ cosine times ~30-100, so every label with a positive cosine would score ~1.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from earshot.bundle import Padding
 from earshot.export.exportable import ExportableModel
+from earshot.export.loaders.shared import default_name, exportable_model, reference_uri
 from earshot.models.checkpoints.clap import ClapCheckpoint, read_clap_checkpoint, with_window
 
 FAMILY = "clap"
 TAG_ACTIVATION = "softmax"
+SUFFIXES: tuple[str, ...] = ()  # a directory or hub id: nothing is cut to make the default bundle name
 
 
 def padding(checkpoint: ClapCheckpoint) -> Padding:
@@ -36,12 +36,6 @@ def padding(checkpoint: ClapCheckpoint) -> Padding:
     )
 
 
-def _default_name(reference: str) -> str:
-    stem = Path(reference.rstrip("/")).name
-    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).lstrip("._-")
-    return cleaned[:128] or FAMILY
-
-
 def load_clap(
     reference: str,
     name: str | None = None,
@@ -56,23 +50,16 @@ def load_clap(
     if window_seconds is not None:
         checkpoint = with_window(checkpoint, window_seconds)
     frontend = checkpoint.frontend
-    path = Path(reference)
     encoder = checkpoint.encoder
-    return ExportableModel(
-        module=checkpoint.build(),
-        name=name or _default_name(reference),
+    return exportable_model(
+        checkpoint,
+        frontend,
+        name=name or default_name(reference, FAMILY, SUFFIXES),
         family=FAMILY,
-        sample_rate=frontend.sample_rate,
-        window_samples=frontend.window_samples,
-        hop_samples=frontend.window_samples,
+        uri=reference_uri(reference),
         embedding_dim=checkpoint.embedding_dim,
         labels=checkpoint.labels,
         padding=padding(checkpoint),
-        source={
-            "uri": str(path.resolve()) if path.exists() else reference,
-            "sha256": checkpoint.sha256(),
-            "format": checkpoint.format,
-        },
         tag_activation=TAG_ACTIVATION,
         notes={
             "frontend": f"STFT {frontend.n_fft} / hop {frontend.hop_length}, periodic Hann, "

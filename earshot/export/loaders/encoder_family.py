@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 from earshot.bundle import Padding
 from earshot.export.audioset import labels_for_head
 from earshot.export.exportable import ExportableModel
+from earshot.export.loaders.shared import default_name, exportable_model
 from earshot.models.checkpoints.encoder_checkpoint import EncoderCheckpoint
-from earshot.models.config import StftMelConfig
+from earshot.models.config import EncoderConfig, StftMelConfig
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 # Audio-MAE and SSAST: AST's dataloader pads the fbank of a short clip to 1024 frames.
@@ -24,16 +25,6 @@ ZEROS_PADDING = Padding(
     "The window is the clip: a partial window is zero-padded to the window and runs as a zero-padded "
     "clip runs in the reference (its mel frames cover the zeros).",
 )
-
-
-def default_name(reference: str, family: str) -> str:
-    stem = Path(reference.rstrip("/")).name
-    for suffix in CHECKPOINT_SUFFIXES:
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).lstrip("._-")
-    return cleaned[:128] or family
 
 
 def _minus(value: float) -> str:
@@ -67,21 +58,15 @@ def exportable(
     if not labels_given:
         labels = labels_for_head(encoder.num_classes) or labels
     f_dim, t_dim = encoder.grid
-    return ExportableModel(
-        module=checkpoint.build(),
+    return exportable_model(
+        checkpoint,
+        frontend,
         name=name,
         family=family,
-        sample_rate=frontend.sample_rate,
-        window_samples=frontend.window_samples,
-        hop_samples=frontend.hop_samples,
+        uri=str(checkpoint.weights_path.resolve()),
         embedding_dim=encoder.embed_dim,
         labels=labels,
         padding=padding,
-        source={
-            "uri": str(checkpoint.weights_path.resolve()),
-            "sha256": checkpoint.sha256(),
-            "format": checkpoint.format,
-        },
         tag_activation="sigmoid",
         attention_heads=encoder.num_heads,  # the exporter fuses attention with ONNX Runtime's optimiser
         notes={
@@ -92,3 +77,28 @@ def exportable(
             f"pooling {encoder.pooling}",
         },
     )
+
+
+def load_variant(
+    read: Callable[..., EncoderCheckpoint],
+    base: EncoderConfig,
+    default_window_seconds: float,
+    family: str,
+    padding: Padding,
+    path: str,
+    name: str | None,
+    window_seconds: float | None,
+    labels: list[str] | None,
+    **geometry: int | None,
+) -> ExportableModel:
+    """The body of load_passt, load_ssast and load_audiomae: `read` the file with the caller's
+    window (default_window_seconds when None) and geometry (num_heads, fstride, tstride: `base`'s
+    where None or 0), then make the ExportableModel, named after the file unless `name` is given."""
+    checkpoint = read(
+        path,
+        window_seconds=default_window_seconds if window_seconds is None else window_seconds,
+        **{field: value or getattr(base, field) for field, value in geometry.items()},
+        labels=labels,
+    )
+    name = name or default_name(path, family, CHECKPOINT_SUFFIXES)
+    return exportable(checkpoint, family, name, padding, labels is not None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from earshot.export.exportable import ExportableModel
-from earshot.export.loaders.encoder_family import ZEROS_PADDING, default_name, exportable
+from earshot.export.loaders.encoder_family import ZEROS_PADDING, load_variant
 from earshot.models.checkpoints.passt import DEFAULT_WINDOW_SECONDS, read_passt
 from earshot.models.config import PASST_BASE
 
@@ -23,12 +23,7 @@ def load_passt(
     ~10 s for the released models, whose time position table holds 99 columns). num_heads: not in
     the file (default 12, the released models'). fstride / tstride: default 10 (passt-s-*-s10).
     labels: one per class; AudioSet's names for a 527-way head when None, else class_<i>."""
-    checkpoint = read_passt(
-        path,
-        window_seconds=DEFAULT_WINDOW_SECONDS if window_seconds is None else window_seconds,
-        num_heads=num_heads or PASST_BASE.num_heads,
-        fstride=fstride or PASST_BASE.fstride,
-        tstride=tstride or PASST_BASE.tstride,
-        labels=labels,
+    return load_variant(
+        read_passt, PASST_BASE, DEFAULT_WINDOW_SECONDS, FAMILY, ZEROS_PADDING,
+        path, name, window_seconds, labels, num_heads=num_heads, fstride=fstride, tstride=tstride
     )
-    return exportable(checkpoint, FAMILY, name or default_name(path, FAMILY), ZEROS_PADDING, labels is not None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from earshot.export.exportable import ExportableModel
-from earshot.export.loaders.encoder_family import KALDI_FRAMES_PADDING, default_name, exportable
+from earshot.export.loaders.encoder_family import KALDI_FRAMES_PADDING, load_variant
 from earshot.models.checkpoints.ssast import DEFAULT_WINDOW_SECONDS, read_ssast
 from earshot.models.config import SSAST_BASE
 
@@ -23,12 +23,7 @@ def load_ssast(
     at 16 kHz (default 10 s, at most 10.24 s; the fbank is padded to the model's 1024 frames).
     num_heads: not in the file (default 12, the Base models'). fstride / tstride: default 10.
     labels: one per class; AudioSet's names for a 527-way head when None."""
-    checkpoint = read_ssast(
-        path,
-        window_seconds=DEFAULT_WINDOW_SECONDS if window_seconds is None else window_seconds,
-        num_heads=num_heads or SSAST_BASE.num_heads,
-        fstride=fstride or SSAST_BASE.fstride,
-        tstride=tstride or SSAST_BASE.tstride,
-        labels=labels,
+    return load_variant(
+        read_ssast, SSAST_BASE, DEFAULT_WINDOW_SECONDS, FAMILY, KALDI_FRAMES_PADDING,
+        path, name, window_seconds, labels, num_heads=num_heads, fstride=fstride, tstride=tstride
     )
-    return exportable(checkpoint, FAMILY, name or default_name(path, FAMILY), KALDI_FRAMES_PADDING, labels is not None)

@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,46 +33,42 @@ from typing import Any
 
 import torch
 
-from earshot.models.ast import ASTEncoder
-from earshot.models.checkpoints.io import CheckpointError, read_json, read_safetensors, read_torch, sha256_file
+from earshot.models.checkpoints.encoder_checkpoint import (
+    EncoderCheckpoint,
+    checked_labels,
+    count_blocks,
+    expected_shapes,
+    require,
+    validated,
+)
+from earshot.models.checkpoints.hub import hub_snapshot
+from earshot.models.checkpoints.io import (
+    HF_WEIGHT_FILES,
+    CheckpointError,
+    read_hf_weights,
+    read_json,
+    read_torch,
+    strip_data_parallel,
+)
 from earshot.models.checkpoints.mapping import Rule, convert_state_dict
 from earshot.models.config import AST_BASE, AST_FBANK, EncoderConfig, FbankConfig, fbank_for_encoder
-from earshot.models.frontend.kaldi_fbank import KaldiFbank
-from earshot.models.waveform_model import WaveformModel
 
 HF_FORMAT = "hf-transformers-ast"
 PTH_FORMAT = "ast-pth"
+PTH_KIND = "an original AST checkpoint"  # in errors: "missing key ...; not an original AST checkpoint?"
 HF_PREFIX = "audio_spectrogram_transformer."  # ASTForAudioClassification's encoder; ASTModel has none
-HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 HUB_PATTERNS = ("config.json", "preprocessor_config.json", "*.safetensors", "model.safetensors.index.json")
 
 
 @dataclass(frozen=True)
-class ASTCheckpoint:
-    """A checkpoint converted to our layout, and everything needed to build and describe the model."""
+class ASTCheckpoint(EncoderCheckpoint):
+    """An EncoderCheckpoint whose frontend is always AST's Kaldi fbank (also named `fbank`)."""
 
-    fbank: FbankConfig
-    encoder: EncoderConfig
-    state_dict: dict[str, torch.Tensor]  # our keys (ASTEncoder.state_dict())
-    labels: list[str]
-    weights_path: Path  # the file whose sha256 identifies the checkpoint
-    format: str
+    frontend: FbankConfig
 
-    def build(self) -> WaveformModel:
-        """The waveform-in model, weights loaded with strict=True, in eval mode."""
-        encoder = ASTEncoder(self.encoder)
-        encoder.load_state_dict(self.state_dict, strict=True)
-        return WaveformModel(KaldiFbank(self.fbank), encoder).eval()
-
-    def sha256(self) -> str:
-        return sha256_file(self.weights_path)
-
-
-def _expected(config: EncoderConfig) -> dict[str, torch.Size]:
-    """Our keys and shapes for `config` (built on the meta device: no memory, no init)."""
-    with torch.device("meta"):
-        encoder = ASTEncoder(config)
-    return {key: tensor.shape for key, tensor in encoder.state_dict().items()}
+    @property
+    def fbank(self) -> FbankConfig:
+        return self.frontend
 
 
 # -- (a) Hugging Face transformers -------------------------------------------------------------------
@@ -204,33 +199,11 @@ def hf_labels(config: Mapping[str, Any], num_classes: int) -> list[str]:
     return [f"LABEL_{index}" for index in range(num_classes)]
 
 
-def _hf_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    safetensors_file, index_file, torch_file = (directory / name for name in HF_WEIGHT_FILES)
-    if safetensors_file.is_file():
-        return read_safetensors(safetensors_file), safetensors_file
-    if index_file.is_file():
-        weight_map = read_json(index_file).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{index_file}: no weight_map")
-        state: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            state.update(read_safetensors(directory / shard))
-        return state, index_file
-    if torch_file.is_file():
-        return read_torch(torch_file), torch_file
-    raise CheckpointError(f"{directory}: no weights file (looked for {', '.join(HF_WEIGHT_FILES)})")
-
-
 def fetch_hub(repo_id: str) -> Path:
     """A hub checkpoint's config and weights in the local Hugging Face cache (needs internet the first time)."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        directory = Path(snapshot_download(repo_id, allow_patterns=list(HUB_PATTERNS)))
-        if not any((directory / name).is_file() for name in HF_WEIGHT_FILES[:2]):
-            directory = Path(snapshot_download(repo_id, allow_patterns=["pytorch_model.bin"]))
-    except Exception as error:  # offline, unknown repo, gated repo, ...
-        raise CheckpointError(f"cannot fetch {repo_id!r} from the Hugging Face Hub: {error}") from error
+    directory = hub_snapshot(repo_id, HUB_PATTERNS)
+    if not any((directory / name).is_file() for name in HF_WEIGHT_FILES[:2]):
+        directory = hub_snapshot(repo_id, ["pytorch_model.bin"])
     return directory
 
 
@@ -238,10 +211,7 @@ def read_hf_checkpoint(reference: str | Path) -> ASTCheckpoint:
     """A transformers AST checkpoint: a save_pretrained directory, or a hub id (fetched)."""
     directory = Path(reference)
     if not directory.exists():
-        if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", str(reference)):
-            directory = fetch_hub(str(reference))
-        else:
-            raise CheckpointError(f"{reference}: no such directory (and not a hub id like 'owner/name')")
+        directory = fetch_hub(str(reference))
     if not directory.is_dir():
         raise CheckpointError(f"{reference}: expected a save_pretrained directory (config.json + weights)")
     if not (directory / "config.json").is_file():
@@ -249,11 +219,11 @@ def read_hf_checkpoint(reference: str | Path) -> ASTCheckpoint:
     config = read_json(directory / "config.json")
     preprocessor_file = directory / "preprocessor_config.json"
     preprocessor = read_json(preprocessor_file) if preprocessor_file.is_file() else None
-    state, weights_path = _hf_weights(directory)
+    state, weights_path = read_hf_weights(directory)
     encoder = hf_encoder_config(config, state)
-    converted = convert_state_dict(state, _expected(encoder), hf_rules(state), where=str(weights_path))
+    converted = convert_state_dict(state, expected_shapes(encoder), hf_rules(state), where=str(weights_path))
     return ASTCheckpoint(
-        fbank=hf_fbank_config(preprocessor, encoder),
+        frontend=hf_fbank_config(preprocessor, encoder),
         encoder=encoder,
         state_dict=converted,
         labels=hf_labels(config, encoder.num_classes),
@@ -264,7 +234,7 @@ def read_hf_checkpoint(reference: str | Path) -> ASTCheckpoint:
 
 # -- (b) original AST .pth ---------------------------------------------------------------------------
 
-_PTH_RULES = [
+PTH_RULES = [  # also SSAST's: its fine-tuned files have this layout
     Rule(r"cls_token", (r"v.cls_token",)),
     Rule(r"dist_token", (r"v.dist_token",)),
     Rule(r"pos_embed\.weight", (r"v.pos_embed",)),
@@ -272,13 +242,7 @@ _PTH_RULES = [
     Rule(r"head_norm\.(weight|bias)", (r"mlp_head.0.\1",)),
     Rule(r"head\.(weight|bias)", (r"mlp_head.1.\1",)),
 ]
-_PTH_IGNORED = r"v\.(head|head_dist)\.(weight|bias)"  # timm's ImageNet heads: in the file, never used
-
-
-def _require(state: Mapping[str, torch.Tensor], key: str, where: str) -> torch.Tensor:
-    if key not in state:
-        raise CheckpointError(f"{where}: missing key {key!r}; not an original AST checkpoint?")
-    return state[key]
+PTH_IGNORED = r"v\.(head|head_dist)\.(weight|bias)"  # timm's ImageNet heads: in the file, never used
 
 
 def pth_encoder_config(
@@ -291,14 +255,14 @@ def pth_encoder_config(
     num_heads: int | None,
 ) -> EncoderConfig:
     """Our EncoderConfig from the tensor shapes of an AST .pth (module. prefix already removed)."""
-    embed_dim = int(_require(state, "v.cls_token", where).shape[-1])
-    proj = _require(state, "v.patch_embed.proj.weight", where)  # (D, 1, p, p)
+    embed_dim = int(require(state, "v.cls_token", where, PTH_KIND).shape[-1])
+    proj = require(state, "v.patch_embed.proj.weight", where, PTH_KIND)  # (D, 1, p, p)
     if proj.ndim != 4 or proj.shape[2] != proj.shape[3]:
         raise CheckpointError(
             f"{where}: key 'v.patch_embed.proj.weight' has shape {list(proj.shape)}, expected [D, 1, p, p]"
         )
-    depth = len({m.group(1) for key in state if (m := re.fullmatch(r"v\.blocks\.(\d+)\..*", key))})
-    fc1 = _require(state, "v.blocks.0.mlp.fc1.weight", where)  # (hidden, D)
+    depth = count_blocks(state, "v.")
+    fc1 = require(state, "v.blocks.0.mlp.fc1.weight", where, PTH_KIND)  # (hidden, D)
     if num_heads is None:
         if embed_dim % 64:
             raise CheckpointError(f"{where}: width {embed_dim} is not a multiple of 64; pass num_heads")
@@ -318,11 +282,8 @@ def pth_encoder_config(
         qkv_bias="v.blocks.0.attn.qkv.bias" in state,
         num_classes=int(head.shape[0]) if head is not None else 0,
     )
-    try:
-        config.validate()
-    except ValueError as error:
-        raise CheckpointError(f"{where}: {error}") from error
-    positions = int(_require(state, "v.pos_embed", where).shape[1])
+    validated(config, where)
+    positions = int(require(state, "v.pos_embed", where, PTH_KIND).shape[1])
     if positions != config.num_prefix + config.num_patches:
         f_dim, t_dim = config.grid
         raise CheckpointError(
@@ -348,21 +309,15 @@ def read_ast_pth(
     norm_mean / norm_std are the dataset statistics the model was trained with (AudioSet's by default)."""
     path = Path(path)
     where = str(path)
-    state = read_torch(path)
-    if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module.") :]: value for key, value in state.items()}  # saved from DataParallel
+    state = strip_data_parallel(read_torch(path))
     encoder = pth_encoder_config(state, where, fstride, tstride, input_fdim, input_tdim, num_heads)
-    converted = convert_state_dict(state, _expected(encoder), _PTH_RULES, where=where, ignore=_PTH_IGNORED)
-    if labels is None:
-        labels = [f"class_{index}" for index in range(encoder.num_classes)]
-    elif len(labels) != encoder.num_classes:
-        raise CheckpointError(f"{where}: {len(labels)} labels given for a head with {encoder.num_classes} classes")
+    converted = convert_state_dict(state, expected_shapes(encoder), PTH_RULES, where=where, ignore=PTH_IGNORED)
     fbank = replace(fbank_for_encoder(AST_FBANK, encoder), norm_mean=norm_mean, norm_std=norm_std)
     return ASTCheckpoint(
-        fbank=fbank,
+        frontend=fbank,
         encoder=encoder,
         state_dict=converted,
-        labels=list(labels),
+        labels=checked_labels(labels, encoder.num_classes, where),
         weights_path=path,
         format=PTH_FORMAT,
     )

@@ -20,20 +20,18 @@ from pathlib import Path
 
 from earshot.models.checkpoints.encoder_checkpoint import (
     EncoderCheckpoint,
-    checked_labels,
     count_blocks,
-    expected_shapes,
-    kaldi_frontend,
+    kaldi_checkpoint,
     require,
     square_patch,
     validated,
 )
 from earshot.models.checkpoints.io import CheckpointError, read_torch
-from earshot.models.checkpoints.mapping import Rule, convert_state_dict
-from earshot.models.config import AST_FBANK, AUDIOMAE_BASE, EncoderConfig
+from earshot.models.checkpoints.mapping import Rule
+from earshot.models.config import AUDIOMAE_BASE, EncoderConfig
 
 FORMAT = "audiomae-pth"
-FAMILY = "fine-tuned Audio-MAE"
+KIND = "a fine-tuned Audio-MAE checkpoint"  # in errors: "...; not a fine-tuned Audio-MAE checkpoint?"
 DEFAULT_WINDOW_SECONDS = 10.0  # 998 frames of the model's 1024, the rest padded: a 10 s AudioSet clip
 PATCH_STRIDES = (16, 10)  # released (non-overlapping), and the reference's use_custom_patch
 
@@ -51,10 +49,10 @@ def encoder_config(state: dict, where: str, num_heads: int) -> EncoderConfig:
             f"{where}: an Audio-MAE pre-training checkpoint (decoder_* / mask_token keys); only the fine-tuned "
             "classifiers (fc_norm.*, head.*) are supported"
         )
-    embed_dim = int(require(state, "cls_token", where, FAMILY).shape[-1])
-    require(state, "patch_embed.proj.weight", where, FAMILY)
-    require(state, "fc_norm.weight", where, FAMILY)
-    positions = int(require(state, "pos_embed", where, FAMILY).shape[1])
+    embed_dim = int(require(state, "cls_token", where, KIND).shape[-1])
+    require(state, "patch_embed.proj.weight", where, KIND)
+    require(state, "fc_norm.weight", where, KIND)
+    positions = int(require(state, "pos_embed", where, KIND).shape[1])
     head = state.get("head.weight")
     config = replace(
         AUDIOMAE_BASE,
@@ -62,7 +60,7 @@ def encoder_config(state: dict, where: str, num_heads: int) -> EncoderConfig:
         embed_dim=embed_dim,
         depth=count_blocks(state, ""),
         num_heads=num_heads,
-        mlp_hidden_dim=int(require(state, "blocks.0.mlp.fc1.weight", where, FAMILY).shape[0]),
+        mlp_hidden_dim=int(require(state, "blocks.0.mlp.fc1.weight", where, KIND).shape[0]),
         qkv_bias="blocks.0.attn.qkv.bias" in state,
         num_classes=int(head.shape[0]) if head is not None else 0,
     )
@@ -92,12 +90,4 @@ def read_audiomae(
     where = str(path)
     state = read_torch(path)
     encoder = encoder_config(state, where, num_heads)
-    converted = convert_state_dict(state, expected_shapes(encoder), _RULES, where=where)
-    return EncoderCheckpoint(
-        frontend=kaldi_frontend(AST_FBANK, encoder, window_seconds, where),
-        encoder=encoder,
-        state_dict=converted,
-        labels=checked_labels(labels, encoder.num_classes, where),
-        weights_path=path,
-        format=FORMAT,
-    )
+    return kaldi_checkpoint(path, state, encoder, _RULES, None, window_seconds, labels, FORMAT)

@@ -37,8 +37,8 @@ import torch
 from earshot.models.beats.config import DEFAULT_WINDOW_SECONDS, BeatsConfig, beats_fbank, frames_for_window
 from earshot.models.beats.encoder import BeatsEncoder
 from earshot.models.beats.model import BeatsWaveformModel
-from earshot.models.checkpoints.io import CheckpointError, sha256_file
-from earshot.models.checkpoints.mapping import Rule, convert_state_dict
+from earshot.models.checkpoints.io import CheckpointError, load_torch_file, sha256_file
+from earshot.models.checkpoints.mapping import Rule, convert_state_dict, module_shapes
 from earshot.models.config import FbankConfig
 from earshot.models.frontend.kaldi_fbank import KaldiFbank
 
@@ -94,23 +94,10 @@ class BeatsCheckpoint:
         return sha256_file(self.weights_path)
 
 
-def _expected(config: BeatsConfig) -> dict[str, torch.Size]:
-    with torch.device("meta"):
-        encoder = BeatsEncoder(config)
-    return {key: tensor.shape for key, tensor in encoder.state_dict().items()}
-
-
 def read_beats_file(path: str | Path) -> dict[str, Any]:
     """The {"cfg", "model"[, "label_dict"]} dict of a BEATs .pt, checked for its layout."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file {path} does not exist")
-    try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # UnpicklingError, EOFError, RuntimeError from the zip reader, ...
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (corrupt, truncated, or not a torch.save file): {error}"
-        ) from error
+    data = load_torch_file(path)
     if not isinstance(data, Mapping) or not isinstance(data.get("cfg"), Mapping) or not isinstance(
         data.get("model"), Mapping
     ):
@@ -221,7 +208,8 @@ def read_beats_checkpoint(path: str | Path, window_seconds: float = DEFAULT_WIND
     config = encoder_config(cfg, raw, frames, where)
     state = _fold_pos_conv(raw, where)
     _check_shared_tables(state, where)
-    converted = convert_state_dict(state, _expected(config), _RULES, where=where, ignore=_SHARED_TABLE.pattern)
+    expected = module_shapes(BeatsEncoder, config)
+    converted = convert_state_dict(state, expected, _RULES, where=where, ignore=_SHARED_TABLE.pattern)
     return BeatsCheckpoint(
         fbank=beats_fbank(frames),
         encoder=config,

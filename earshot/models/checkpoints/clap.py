@@ -35,15 +35,15 @@ What is read from where:
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from earshot.models.checkpoints.io import CheckpointError, read_json, read_safetensors, read_torch, sha256_file
-from earshot.models.checkpoints.mapping import Rule, convert_state_dict
+from earshot.models.checkpoints.hub import hub_snapshot
+from earshot.models.checkpoints.io import CheckpointError, read_hf_weights, read_json, sha256_file
+from earshot.models.checkpoints.mapping import Rule, convert_state_dict, module_shapes
 from earshot.models.clap.audio import ClapAudioTower
 from earshot.models.clap.config import CLAP_UNFUSED_FRONTEND, ClapFrontendConfig, HtsatConfig
 from earshot.models.clap.frontend import ClapFrontend
@@ -52,7 +52,6 @@ from earshot.models.waveform_model import WaveformModel
 FORMAT = "hf-transformers-clap"
 MODEL_TYPE = "clap"
 DEFAULT_PROMPT = "This is a sound of {}."  # LAION CLAP's zero-shot template
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 HUB_PATTERNS = (
     "config.json",
@@ -128,14 +127,7 @@ def resolve_directory(reference: str | Path) -> Path:
         if not (directory / "config.json").is_file():
             raise CheckpointError(f"{directory}: no config.json; not a transformers save_pretrained directory")
         return directory
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", str(reference)):
-        raise CheckpointError(f"{reference}: no such directory (and not a hub id like 'owner/name')")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(str(reference), allow_patterns=list(HUB_PATTERNS)))
-    except Exception as error:  # offline, unknown repo, gated repo, ...
-        raise CheckpointError(f"cannot fetch {reference!r} from the Hugging Face Hub: {error}") from error
+    return hub_snapshot(reference, HUB_PATTERNS)
 
 
 def frontend_config(preprocessor: dict[str, Any] | None, num_mel_bins: int, where: str) -> ClapFrontendConfig:
@@ -169,24 +161,6 @@ def frontend_config(preprocessor: dict[str, Any] | None, num_mel_bins: int, wher
     if config.num_mel_bins != num_mel_bins:
         raise CheckpointError(f"{where}: {config.num_mel_bins} mel bins, the model takes {num_mel_bins}")
     return config
-
-
-def read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    """Every tensor of the checkpoint, and the file whose sha256 identifies it."""
-    safetensors_file, index_file, torch_file = (directory / name for name in WEIGHT_FILES)
-    if safetensors_file.is_file():
-        return read_safetensors(safetensors_file), safetensors_file
-    if index_file.is_file():
-        weight_map = read_json(index_file).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{index_file}: no weight_map")
-        state: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            state.update(read_safetensors(directory / shard))
-        return state, index_file
-    if torch_file.is_file():
-        return read_torch(torch_file), torch_file
-    raise CheckpointError(f"{directory}: no weights file (looked for {', '.join(WEIGHT_FILES)})")
 
 
 def htsat_config(audio: dict[str, Any], projection_dim: int, where: str) -> HtsatConfig:
@@ -228,12 +202,6 @@ def htsat_config(audio: dict[str, Any], projection_dim: int, where: str) -> Htsa
     if int(audio.get("hidden_size", config.num_features)) != config.num_features:
         raise CheckpointError(f"{where}: audio_config.hidden_size {audio['hidden_size']} != last stage width {config.num_features}")
     return config
-
-
-def _expected(config: HtsatConfig, num_frames: int, num_labels: int) -> dict[str, torch.Size]:
-    with torch.device("meta"):
-        tower = ClapAudioTower(config, num_frames, num_labels)
-    return {key: tensor.shape for key, tensor in tower.state_dict().items()}
 
 
 def load_model(directory: Path) -> torch.nn.Module:
@@ -289,7 +257,7 @@ def read_clap_checkpoint(
             f"{preprocessor_file}: {frontend.num_frames} frames per window, more than the model's {spec_size * freq_ratio}"
         )
     encoder = htsat_config(audio, int(config.get("projection_dim", audio.get("projection_dim", 512))), where)
-    state, weights_path = read_weights(directory)
+    state, weights_path = read_hf_weights(directory)
     if "logit_scale_a" not in state:
         raise CheckpointError(f"{weights_path}: missing key 'logit_scale_a'")
     logit_scale = math.exp(float(state["logit_scale_a"]))
@@ -302,7 +270,7 @@ def read_clap_checkpoint(
         prompts = [prompt.format(label) for label in labels]
         text = embed_prompts(load_model(directory), directory, prompts)  # (C, P), unit norm
         state = {**state, "zero_shot.weight": logit_scale * text}
-    expected = _expected(encoder, frontend.num_frames, len(labels))
+    expected = module_shapes(ClapAudioTower, encoder, frontend.num_frames, len(labels))
     converted = convert_state_dict(state, expected, _RULES, where=str(weights_path), ignore=_NOT_AUDIO)
     return ClapCheckpoint(
         frontend=frontend,

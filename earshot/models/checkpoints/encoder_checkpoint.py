@@ -1,10 +1,10 @@
-"""What the converters of the AST family's variants (PaSST, Audio-MAE, SSAST) hand on: the
+"""What the converters of the AST family (AST, PaSST, Audio-MAE, SSAST) hand on: the
 frontend and encoder configs, the converted state dict, labels; and the helpers they share."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,7 +12,8 @@ import torch
 
 from earshot.models.ast import ASTEncoder
 from earshot.models.checkpoints.io import CheckpointError, sha256_file
-from earshot.models.config import EncoderConfig, FbankConfig, StftMelConfig, frames_in_window
+from earshot.models.checkpoints.mapping import Rule, convert_state_dict, module_shapes
+from earshot.models.config import AST_FBANK, EncoderConfig, FbankConfig, StftMelConfig, frames_in_window
 from earshot.models.frontend.kaldi_fbank import KaldiFbank
 from earshot.models.frontend.passt_mel import PasstMel
 from earshot.models.waveform_model import WaveformModel
@@ -42,14 +43,13 @@ class EncoderCheckpoint:
 
 def expected_shapes(config: EncoderConfig) -> dict[str, torch.Size]:
     """Our keys and shapes for `config` (built on the meta device: no memory, no init)."""
-    with torch.device("meta"):
-        encoder = ASTEncoder(config)
-    return {key: tensor.shape for key, tensor in encoder.state_dict().items()}
+    return module_shapes(ASTEncoder, config)
 
 
-def require(state: Mapping[str, torch.Tensor], key: str, where: str, family: str) -> torch.Tensor:
+def require(state: Mapping[str, torch.Tensor], key: str, where: str, kind: str) -> torch.Tensor:
+    """state[key]; CheckpointError when absent. kind: what the file should be ("a PaSST checkpoint")."""
     if key not in state:
-        raise CheckpointError(f"{where}: missing key {key!r}; not a {family} checkpoint?")
+        raise CheckpointError(f"{where}: missing key {key!r}; not {kind}?")
     return state[key]
 
 
@@ -97,3 +97,27 @@ def kaldi_frontend(base: FbankConfig, encoder: EncoderConfig, window_seconds: fl
             f"{fbank.num_frames} (windows up to {longest:g} s)"
         )
     return replace(fbank, window_frames=frames)
+
+
+def kaldi_checkpoint(
+    path: Path,
+    state: Mapping[str, torch.Tensor],
+    encoder: EncoderConfig,
+    rules: Sequence[Rule],
+    ignore: str | None,
+    window_seconds: float,
+    labels: list[str] | None,
+    format: str,
+) -> EncoderCheckpoint:
+    """The end of the Audio-MAE and SSAST converters (both take AST's dataloader fbank): `state`
+    converted to our keys, the frontend for windows of `window_seconds`, the labels checked."""
+    where = str(path)
+    converted = convert_state_dict(state, expected_shapes(encoder), rules, where=where, ignore=ignore)
+    return EncoderCheckpoint(
+        frontend=kaldi_frontend(AST_FBANK, encoder, window_seconds, where),
+        encoder=encoder,
+        state_dict=converted,
+        labels=checked_labels(labels, encoder.num_classes, where),
+        weights_path=path,
+        format=format,
+    )

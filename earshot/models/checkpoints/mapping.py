@@ -11,8 +11,9 @@ unexpected, unless they match `ignore` (weights the reference keeps but never us
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -23,6 +24,14 @@ from earshot.models.checkpoints.io import CheckpointError
 class Rule:
     ours: str  # regex over our key, fully matched
     theirs: tuple[str, ...]  # source keys, as re.Match.expand templates (\1, \2, ...)
+
+
+def module_shapes(make: Callable[..., torch.nn.Module], *args: Any) -> dict[str, torch.Size]:
+    """The keys and shapes of make(*args).state_dict(), built on the meta device (no memory, no init):
+    what a converted checkpoint must hold."""
+    with torch.device("meta"):
+        module = make(*args)
+    return {key: tensor.shape for key, tensor in module.state_dict().items()}
 
 
 def convert_state_dict(

@@ -32,7 +32,7 @@ from earshot.models.checkpoints.mapping import Rule, convert_state_dict
 from earshot.models.config import PASST_BASE, PASST_MEL, EncoderConfig, StftMelConfig
 
 FORMAT = "passt-pt"
-FAMILY = "PaSST"
+KIND = "a PaSST checkpoint"  # in errors: "missing key ...; not a PaSST checkpoint?"
 DEFAULT_WINDOW_SECONDS = 10.0
 
 _RULES = [
@@ -56,10 +56,10 @@ def encoder_config(
     state: dict, where: str, frontend: StftMelConfig, fstride: int, tstride: int, num_heads: int
 ) -> EncoderConfig:
     """Our EncoderConfig from the tensor shapes of a PaSST state dict and the window's frame count."""
-    embed_dim = int(require(state, "cls_token", where, FAMILY).shape[-1])
-    require(state, "patch_embed.proj.weight", where, FAMILY)
-    freq_table = require(state, "freq_new_pos_embed", where, FAMILY)  # (1, D, F', 1)
-    time_table = require(state, "time_new_pos_embed", where, FAMILY)  # (1, D, 1, T_table)
+    embed_dim = int(require(state, "cls_token", where, KIND).shape[-1])
+    require(state, "patch_embed.proj.weight", where, KIND)
+    freq_table = require(state, "freq_new_pos_embed", where, KIND)  # (1, D, F', 1)
+    time_table = require(state, "time_new_pos_embed", where, KIND)  # (1, D, 1, T_table)
     if freq_table.ndim != 4 or time_table.ndim != 4:
         raise CheckpointError(
             f"{where}: freq_new_pos_embed / time_new_pos_embed must be 4-D, (1, D, F', 1) / (1, D, 1, T)"
@@ -75,7 +75,7 @@ def encoder_config(
         embed_dim=embed_dim,
         depth=count_blocks(state, ""),
         num_heads=num_heads,
-        mlp_hidden_dim=int(require(state, "blocks.0.mlp.fc1.weight", where, FAMILY).shape[0]),
+        mlp_hidden_dim=int(require(state, "blocks.0.mlp.fc1.weight", where, KIND).shape[0]),
         qkv_bias="blocks.0.attn.qkv.bias" in state,
         num_classes=int(head.shape[0]) if head is not None else 0,
         pos_embed_time_patches=int(time_table.shape[3]),

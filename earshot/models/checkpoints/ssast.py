@@ -18,33 +18,15 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from earshot.models.checkpoints.ast import pth_encoder_config
-from earshot.models.checkpoints.encoder_checkpoint import (
-    EncoderCheckpoint,
-    checked_labels,
-    expected_shapes,
-    kaldi_frontend,
-    require,
-    validated,
-)
-from earshot.models.checkpoints.io import CheckpointError, read_torch
-from earshot.models.checkpoints.mapping import Rule, convert_state_dict
-from earshot.models.config import AST_FBANK, SSAST_BASE
+from earshot.models.checkpoints.ast import PTH_IGNORED, PTH_RULES, pth_encoder_config
+from earshot.models.checkpoints.encoder_checkpoint import EncoderCheckpoint, kaldi_checkpoint, require, validated
+from earshot.models.checkpoints.io import CheckpointError, read_torch, strip_data_parallel
+from earshot.models.config import SSAST_BASE
 
 FORMAT = "ssast-pth"
-FAMILY = "fine-tuned SSAST"
+KIND = "a fine-tuned SSAST checkpoint"  # in errors: "...; not a fine-tuned SSAST checkpoint?"
 DEFAULT_WINDOW_SECONDS = 10.0  # 998 frames of the model's 1024, the rest padded: a 10 s AudioSet clip
 PRETRAINING_KEYS = ("cpredlayer.", "gpredlayer.", "mask_embed")
-
-_RULES = [
-    Rule(r"cls_token", (r"v.cls_token",)),
-    Rule(r"dist_token", (r"v.dist_token",)),
-    Rule(r"pos_embed\.weight", (r"v.pos_embed",)),
-    Rule(r"(patch_embed\.proj|blocks\.\d+\.[\w.]+|norm)\.(weight|bias)", (r"v.\1.\2",)),
-    Rule(r"head_norm\.(weight|bias)", (r"mlp_head.0.\1",)),
-    Rule(r"head\.(weight|bias)", (r"mlp_head.1.\1",)),
-]
-_IGNORED = r"v\.(head|head_dist)\.(weight|bias)"  # timm's ImageNet heads: in the file, never used
 
 
 def read_ssast(
@@ -60,26 +42,16 @@ def read_ssast(
     labels: one per class, in the head's order; `class_<i>` when None."""
     path = Path(path)
     where = str(path)
-    state = read_torch(path)
-    if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module.") :]: value for key, value in state.items()}  # saved from DataParallel
+    state = strip_data_parallel(read_torch(path))
     if any(key.startswith(PRETRAINING_KEYS) for key in state):
         raise CheckpointError(
             f"{where}: an SSAST pre-training checkpoint (cpredlayer / gpredlayer / mask_embed keys); only "
             "fine-tuned models (module.mlp_head.*) are supported"
         )
-    require(state, "v.cls_token", where, FAMILY)
-    require(state, "mlp_head.1.weight", where, FAMILY)
+    require(state, "v.cls_token", where, KIND)
+    require(state, "mlp_head.1.weight", where, KIND)
     ast_config = pth_encoder_config(
         state, where, fstride, tstride, SSAST_BASE.input_fdim, SSAST_BASE.input_tdim, num_heads
     )
     encoder = validated(replace(ast_config, pooling=SSAST_BASE.pooling), where)
-    converted = convert_state_dict(state, expected_shapes(encoder), _RULES, where=where, ignore=_IGNORED)
-    return EncoderCheckpoint(
-        frontend=kaldi_frontend(AST_FBANK, encoder, window_seconds, where),
-        encoder=encoder,
-        state_dict=converted,
-        labels=checked_labels(labels, encoder.num_classes, where),
-        weights_path=path,
-        format=FORMAT,
-    )
+    return kaldi_checkpoint(path, state, encoder, PTH_RULES, PTH_IGNORED, window_seconds, labels, FORMAT)

@@ -41,6 +41,11 @@ class ClapFrontendConfig:
         """Centred frames: one every hop_length samples, from 0 to window_samples inclusive."""
         return 1 + self.window_samples // self.hop_length
 
+    @property
+    def hop_samples(self) -> int:
+        """Back-to-back windows: each window is one crop to the extractor."""
+        return self.window_samples
+
     def validate(self) -> None:
         if self.mel_scale not in MEL_SCALES:
             raise ValueError(f"mel_scale {self.mel_scale!r} not one of {MEL_SCALES}")

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from earshot.models.clap.config import ClapFrontendConfig
 from earshot.models.clap.mel import mel_filter_bank
+from earshot.models.frontend.window import fit_to_window
 
 
 def stft_kernel(config: ClapFrontendConfig) -> np.ndarray:
@@ -79,11 +80,3 @@ class ClapFrontend(nn.Module):
         return 10.0 * torch.log10(torch.clamp(mel, min=config.power_floor))  # (B, T, M)
 
 
-def fit_to_window(waveform: torch.Tensor, window_samples: int) -> torch.Tensor:
-    """(B, N) -> (B, window_samples): cut, or zero-padded at the end."""
-    length = waveform.shape[-1]
-    if length > window_samples:
-        return waveform[:, :window_samples]
-    if length < window_samples:
-        return F.pad(waveform, (0, window_samples - length))
-    return waveform

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from earshot.models.config import FbankConfig
+from earshot.models.frontend.window import fit_to_window
 
 
 def window_function(kind: str, length: int) -> np.ndarray:
@@ -122,7 +123,7 @@ class KaldiFbank(nn.Module):
     def forward(self, waveform: torch.Tensor, num_samples: torch.Tensor) -> torch.Tensor:
         config = self.config
         if not torch.jit.is_tracing():  # traced (ONNX export) at exactly window_samples: static shapes
-            waveform = self.fit_to_window(waveform)
+            waveform = fit_to_window(waveform, self.window_samples)
         spectrum = self.framing(waveform.unsqueeze(1))  # (B, 2K, T): rows [0, K) real, [K, 2K) imaginary
         # re^2 + im^2 as square, reshape, sum: every tensor here has one consumer, which keeps ONNX
         # Runtime's fp16 converter (it casts each input of a float32-pinned node) from duplicating casts.
@@ -136,12 +137,3 @@ class KaldiFbank(nn.Module):
             missing = config.num_frames - config.computed_frames
             log_mel = nn.functional.pad(log_mel, (0, 0, 0, missing), value=config.pad_value)  # (B, num_frames, M)
         return (log_mel - config.norm_mean) / (2.0 * config.norm_std)  # (B, T, M)
-
-    def fit_to_window(self, waveform: torch.Tensor) -> torch.Tensor:
-        """(B, N) -> (B, window_samples): cut, or zero-padded at the end."""
-        length = waveform.shape[-1]
-        if length > self.window_samples:
-            return waveform[:, : self.window_samples]
-        if length < self.window_samples:
-            return nn.functional.pad(waveform, (0, self.window_samples - length))
-        return waveform

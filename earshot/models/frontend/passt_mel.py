@@ -18,6 +18,7 @@ from torch import nn
 
 from earshot.models.config import StftMelConfig
 from earshot.models.frontend.kaldi_fbank import mel_banks, window_function
+from earshot.models.frontend.window import fit_to_window
 
 
 def stft_kernel(config: StftMelConfig) -> np.ndarray:
@@ -64,7 +65,7 @@ class PasstMel(nn.Module):
     def forward(self, waveform: torch.Tensor, num_samples: torch.Tensor) -> torch.Tensor:
         config = self.config
         if not torch.jit.is_tracing():  # traced (ONNX export) at exactly window_samples: static shapes
-            waveform = self.fit_to_window(waveform)
+            waveform = fit_to_window(waveform, self.window_samples)
         sample = torch.arange(waveform.shape[-1], device=waveform.device)  # (N,)
         real = sample.unsqueeze(0) < num_samples.unsqueeze(1)  # (B, N)
         waveform = torch.where(real, waveform, 0.0)  # (B, N): zeros past the real samples
@@ -76,12 +77,3 @@ class PasstMel(nn.Module):
         mel = torch.matmul(power.transpose(1, 2), self.mel_t)  # (B, T, M)
         log_mel = torch.log(mel + config.log_offset)  # (B, T, M)
         return (log_mel - config.norm_mean) / config.norm_scale  # (B, T, M)
-
-    def fit_to_window(self, waveform: torch.Tensor) -> torch.Tensor:
-        """(B, N) -> (B, window_samples): cut, or zero-padded at the end."""
-        length = waveform.shape[-1]
-        if length > self.window_samples:
-            return waveform[:, : self.window_samples]
-        if length < self.window_samples:
-            return nn.functional.pad(waveform, (0, self.window_samples - length))
-        return waveform
