@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     )
     threads: int = Field(0, ge=0, description="intra-op threads per session; 0 = ONNX Runtime's choice")
     runner_threads: int = Field(1, ge=1, description="batches run at once per bundle")
+    spin_threads: bool = Field(
+        False,
+        description="let ONNX Runtime's idle threads spin-wait: faster for a session alone on its cores, "
+        "slower when decoding and HTTP share them (measured on 2 cores: BENCHMARKS.md)",
+    )
 
     # the batcher
     max_batch_windows: int = Field(32, ge=1)

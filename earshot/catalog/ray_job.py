@@ -108,6 +108,7 @@ class EmbedActor:
                 intra_op_threads=settings.threads,
                 max_batch_windows=settings.max_batch_windows,
                 cache_dir=Path(settings.cache_dir),
+                spin_threads=settings.spin_threads,
             ),
         )
         self.spec = window_spec(manifest)

@@ -119,6 +119,7 @@ class Engine:
             intra_op_threads=self.settings.threads,
             max_batch_windows=self.settings.max_batch_windows,
             cache_dir=Path(self.settings.cache_dir),
+            spin_threads=self.settings.spin_threads,
         )
         for reference in self._references:
             loaded = self._load_bundle(reference)

@@ -31,6 +31,7 @@ class RunnerConfig:
     intra_op_threads: int  # 0 = ONNX Runtime's choice
     max_batch_windows: int  # the largest batch (TensorRT's optimisation profile is sized for it)
     cache_dir: Path  # TensorRT engine and timing caches live under it
+    spin_threads: bool = False  # let idle intra-op threads spin (see Settings.spin_threads)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Runner:
         options.intra_op_num_threads = config.intra_op_threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spin_threads else "0")
         self.session = onnxruntime.InferenceSession(
             str(bundle.model_path), sess_options=options, providers=self._providers()
         )
