@@ -388,24 +388,15 @@ def profile_breakdown(raw_path: Path) -> dict:
 
 
 # -- baselines ---------------------------------------------------------------------------------------
-def engine_window_spec(manifest):
-    """The engine's own window spec for a bundle (with the graph's context where it has one)."""
-    from earshot.service.engine import windows
-
-    if hasattr(windows, "window_spec"):
-        return windows.window_spec(manifest)
-    return windows.WindowSpec(manifest.sample_rate, manifest.window_samples, manifest.hop_samples)
-
-
 def raw_engine_windows_per_s(bundle_path: Path, waves: list[np.ndarray], threads: int, max_batch: int,
                              passes: int = 3) -> dict:
     """Windows/s of earshot's Runner on the clips' windows cut in advance, batches of max_batch."""
     from earshot import bundle
     from earshot.service.engine.runner import Runner, RunnerConfig
-    from earshot.service.engine.windows import cut
+    from earshot.service.engine.windows import cut, window_spec
 
     loaded = bundle.load(bundle_path)
-    spec = engine_window_spec(loaded.manifest)
+    spec = window_spec(loaded.manifest)
     windows = [cut(wave, spec) for wave in waves]
     samples = np.concatenate([np.array(w.samples) for w in windows])  # (total_windows, window_samples)
     num_samples = np.concatenate([w.num_samples for w in windows])  # (total_windows,)
@@ -726,10 +717,10 @@ def main(argv=None) -> dict:
         else:
             bundle_path, extra = build_bundle(args.model, work_dir, waves)
         from earshot import bundle
-        from earshot.service.engine.windows import count_windows
+        from earshot.service.engine.windows import count_windows, window_spec
 
         manifest = bundle.load(bundle_path).manifest
-        spec = engine_window_spec(manifest)
+        spec = window_spec(manifest)
         windows = count_windows(len(waves[0]), spec)
         report["bundle"] = {"name": manifest.name, "family": manifest.family, "precision": manifest.precision,
                             "window_s": manifest.window_samples / manifest.sample_rate,
