@@ -7,6 +7,7 @@ A bundle is a directory (DESIGN.md section 2):
       model.onnx      waveform [batch, context.before + window_samples + context.after] float32
                       (+ num_samples [batch] int64) -> embedding [batch, dim] (+ logits [batch, n_labels])
       labels.csv      index,label
+      probe.npz       the self-test: a few windows of deterministic audio and the outputs they must give
 
 This module reads and writes that directory and nothing else. It imports neither torch nor
 onnxruntime, so both the export side and the serving side can use it.
@@ -28,6 +29,7 @@ FORMAT = "earshot-bundle/1"
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 LABELS_FILE = "labels.csv"
+PROBE_FILE = "probe.npz"
 
 # Names of the graph's inputs and outputs. Every bundle uses these; the manifest records them too.
 WAVEFORM_INPUT = "waveform"  # float32 [batch, input_samples], mono, at sample_rate, full scale 1.0
@@ -108,6 +110,9 @@ class Manifest:
     providers: dict[str, Any] = field(default_factory=dict)  # per-provider options (TensorRT, CUDA)
     notes: dict[str, Any] = field(default_factory=dict)  # free-form provenance, licence, choices
     context: Context = field(default_factory=Context)  # samples of the clip around each window
+    # the self-test (service/engine/self_test.py): {"file", "windows", "tolerance", "reference", ...};
+    # empty in bundles written before it existed, which load with a warning
+    probe: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
 
     # -- derived ---------------------------------------------------------------------------------
@@ -196,6 +201,8 @@ class Manifest:
             )
         if not any(o.name == EMBEDDING_OUTPUT for o in self.outputs):
             problems.append(f"no {EMBEDDING_OUTPUT!r} output")
+        if self.probe and (self.probe.get("file") not in self.files and self.files):
+            problems.append(f"probe file {self.probe.get('file')!r} has no checksum in the manifest")
         if self.padding.mode == "frames" and not self.takes_num_samples:
             problems.append(f"padding mode 'frames' needs a {NUM_SAMPLES_INPUT!r} input")
         if problems:

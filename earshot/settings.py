@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic import field_validator
-from typing import Annotated
+from typing import Annotated, Literal
 
 
 def _default_cache_dir() -> Path:
@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         False,
         description="let ONNX Runtime's idle threads spin-wait: faster for a session alone on its cores, "
         "slower when decoding and HTTP share them (measured on 2 cores: BENCHMARKS.md)",
+    )
+
+    self_test_on_failure: Literal["refuse", "fallback"] = Field(
+        "refuse",
+        description="when a bundle's self-test fails on the chosen provider: refuse to serve it (never ready), or "
+        "fall back to its exact reference arithmetic on the CPU (slower) and say so",
     )
 
     # the batcher

@@ -7,6 +7,8 @@ Runtime for the interpreter; everything here is a plain function of picklable ar
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +21,11 @@ from earshot.service.errors import ServiceError
 MAX_FILE_SECONDS = 6 * 3600
 MAX_FILE_BYTES = 4 << 30
 
+# A worker whose parent is gone (killed with SIGKILL, say) would otherwise wait on its task queue
+# forever: it holds that queue's write end itself, so it never sees end-of-file.
+PARENT_POLL_INTERVAL_S = 0.25
+ORPHANED_EXIT_STATUS = 70  # EX_SOFTWARE: only init or a subreaper reaps it, but it names the cause
+
 
 @dataclass(frozen=True)
 class DecodedFile:
@@ -29,6 +36,25 @@ class DecodedFile:
     duration_s: float | None
     waveform: np.ndarray | None  # (samples,) float32 at the bundle's rate; None on error
     error: str | None
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Pool initializer: end this worker at once when the process `parent_pid` is no longer its parent.
+
+    A dead parent's children are reparented (to init, launchd or a subreaper), so polling
+    os.getppid() works on Linux and macOS alike. os._exit skips cleanup on purpose: the queues it
+    would flush lead nowhere. (PR_SET_PDEATHSIG is not used: it fires when the spawning *thread*
+    exits, and the pool may spawn workers from a thread other than the main one.)
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_INTERVAL_S)
+        os._exit(ORPHANED_EXIT_STATUS)
+
+    if os.getppid() != parent_pid:  # the parent died before this worker got here
+        os._exit(ORPHANED_EXIT_STATUS)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def file_identity(path: str) -> tuple[int | None, int | None]:

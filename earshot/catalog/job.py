@@ -22,7 +22,7 @@ from pathlib import Path
 
 from earshot import bundle as bundle_format
 from earshot.catalog import table
-from earshot.catalog.decoding import DecodedFile, decode_path, file_identity
+from earshot.catalog.decoding import DecodedFile, decode_path, exit_with_parent, file_identity
 from earshot.catalog.inputs import ManifestError, expand_inputs
 from earshot.catalog.progress import Progress, Summary
 from earshot.catalog.rows import error_row, success_row
@@ -148,7 +148,9 @@ async def _embed_all(job: CatalogJob, plan: Plan, settings: Settings, summary: S
         finally:
             in_flight.release()
 
-    with ProcessPoolExecutor(job.decode_workers, mp_context=context) as pool:
+    # the workers end themselves if this process dies without shutting the pool down (SIGKILL, OOM)
+    with ProcessPoolExecutor(job.decode_workers, mp_context=context, initializer=exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         async with Engine([plan.bundle], settings) as engine:
             tasks = []
             try:

@@ -24,7 +24,8 @@ from earshot.catalog.job import CatalogJob, plan_job
 from earshot.catalog.progress import Progress, Summary
 from earshot.catalog.rows import error_row, success_row
 from earshot.service.engine.pooling import mean_pool, tag_scores, top_k
-from earshot.service.engine.runner import Runner, RunnerConfig
+from earshot.service.engine.engine import runner_config
+from earshot.service.engine.self_test import open_runner
 from earshot.service.engine.windows import cut, window_spec
 from earshot.settings import Settings
 
@@ -99,18 +100,10 @@ class EmbedActor:
     def __init__(self, bundle_path: str, settings: Settings, k: int, with_windows: bool):
         self.bundle = bundle_format.load(bundle_path, verify=True)
         manifest = self.bundle.manifest
-        self.runner = Runner(
-            self.bundle,
-            RunnerConfig(
-                # with a GPU the service's providers apply (EARSHOT_PROVIDERS=cuda,cpu); without one
-                # the Runner falls back to the CPU by itself
-                providers=tuple(settings.providers),
-                intra_op_threads=settings.threads,
-                max_batch_windows=settings.max_batch_windows,
-                cache_dir=Path(settings.cache_dir),
-                spin_threads=settings.spin_threads,
-            ),
-        )
+        # with a GPU the service's providers apply (EARSHOT_PROVIDERS=cuda,cpu); without one the
+        # runner falls back to the CPU by itself. The same self-test as the engine's: an actor whose
+        # outputs on the bundle's probe are wrong raises, and Ray reports the failed actor.
+        self.runner, self.self_test = open_runner(self.bundle, runner_config(settings), settings.self_test_on_failure)
         self.spec = window_spec(manifest)
         self.max_batch = settings.max_batch_windows
         self.k = k

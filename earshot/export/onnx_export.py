@@ -15,7 +15,8 @@ from earshot import bundle
 from earshot.export.exportable import ExportableModel
 from earshot.export.fusion import fuse_attention
 from earshot.export.parity import ParityError, ParityReport, check_parity, parity_windows
-from earshot.export.precision import convert_precision
+from earshot.export.precision import INT8_SCHEME_CHOICE, convert_precision
+from earshot.service.engine.self_test import write_probe
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,11 @@ def export_bundle(
         if not report.passed:
             raise ParityError(report)
 
+        probe = write_probe(
+            staging, final_model, precision, model.window_samples, bundle.Context(), model.sample_rate
+        )
         graph_inputs = [i.name for i in onnx.load(str(final_model), load_external_data=False).graph.input]
-        manifest = build_manifest(model, precision, report, fused, graph_inputs)
+        manifest = build_manifest(model, precision, report, fused, graph_inputs, probe)
         written = bundle.write(staging, manifest, model.labels)
         if out_path.exists():
             shutil.rmtree(out_path)
@@ -117,6 +121,7 @@ def build_manifest(
     report: ParityReport,
     fused: dict[str, int],
     graph_inputs: list[str],
+    probe: dict[str, object],
 ) -> bundle.Manifest:
     """The manifest of an exported graph. Its inputs are the graph's own: the exporter drops
     `num_samples` from a model that never reads it (padding mode "zeros")."""
@@ -141,6 +146,7 @@ def build_manifest(
         tag_activation=model.tag_activation,
         source=dict(model.source),
         parity=report.to_json(),
+        probe=probe,
         providers=provider_options(model.window_samples, precision),
         notes={
             **model.notes,
@@ -154,10 +160,11 @@ PRECISION_NOTES = {
     "fp32": {},
     "fp16": {"fp16": "float16 everywhere but the frontend (fbank) and the graph's inputs and outputs"},
     "int8": {
-        "int8": "ONNX Runtime dynamic quantisation of the weight MatMuls (int8 weights, activations "
+        "int8": "ONNX Runtime dynamic quantisation of the weight MatMuls (7-bit int8 weights, activations "
         "quantised at run time with one scale per batch); frontend, patch-embedding conv and "
         "attention's activation-by-activation MatMuls stay float. Because the activation scale is "
-        "per batch, a window's output moves within quantisation noise with its batch-mates."
+        "per batch, a window's output moves within quantisation noise with its batch-mates.",
+        "int8_scheme": INT8_SCHEME_CHOICE,
     },
 }
 

@@ -13,6 +13,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+def machine_description() -> dict:
+    import onnxruntime
+
+    from earshot.service.engine.int8 import cpu_description
+
+    return {"cpu": cpu_description(), "onnxruntime": onnxruntime.__version__}
+
+
 FP32_LOGITS_ATOL = 1e-4
 FP32_MIN_COSINE = 0.99999
 REDUCED_MIN_COSINE = 0.99
@@ -39,6 +47,9 @@ class ParityReport:
     tolerances: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     reference: str = "PyTorch (float32, CPU) vs ONNX Runtime (CPUExecutionProvider)"
+    # the machine this report was measured on: its fast kernels are not every machine's (int8.py);
+    # what every runner is held to is the bundle's probe, checked at load
+    machine: dict = field(default_factory=machine_description)
 
     @property
     def passed(self) -> bool:

@@ -65,6 +65,12 @@ class Draining(NotReady):
     code = "draining"
 
 
+class SelfTestFailedError(NotReady):
+    """A model gave other outputs on its bundle's self-test probe than the bundle says it must."""
+
+    code = "self_test_failed"
+
+
 class QueueFull(ServiceError):
     code = "queue_full"
 

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 from earshot.service import metrics
 from earshot.service.engine import Engine
-from earshot.service.engine.engine import BundleReference
+from earshot.service.engine.engine import BundleReference, EngineSelfTestFailed
 from earshot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,9 @@ class State(enum.Enum):
     DRAINING = "draining"
     STOPPED = "stopped"
     FAILED = "failed"
+    # a bundle's outputs on its self-test probe are wrong here: the process lives (probes answer and
+    # say why) but never becomes ready, since restarting on the same hardware cannot mend it
+    SELF_TEST_FAILED = "self_test_failed"
 
 
 class Lifecycle:
@@ -56,6 +59,11 @@ class Lifecycle:
             self.engine = engine
             began = time.perf_counter()
             await engine.start()
+        except EngineSelfTestFailed as error:
+            self.state = State.SELF_TEST_FAILED
+            self.failure = str(error)
+            log.error("not ready: %s", self.failure)
+            return
         except Exception as error:  # any failure to load is fatal to a server, and must be visible
             self.state = State.FAILED
             self.failure = f"{type(error).__name__}: {error}"

@@ -82,6 +82,19 @@ class ModelCard(BaseModel):
     num_labels: int
     providers: list[str]
     default: bool
+    self_test: "SelfTestOut"
+
+
+class SelfTestOut(BaseModel):
+    """The model's self-test at load: its bundle's probe run on the provider it serves on."""
+
+    status: Literal["passed", "fallback", "no_probe"]
+    provider: str
+    arithmetic: str
+    min_embedding_cosine: float | None
+    min_logits_cosine: float | None
+    tolerance: float | None
+    message: str
 
 
 class ModelList(BaseModel):

@@ -90,9 +90,14 @@ class Serving:
                     num_labels=summary["num_labels"],
                     providers=self.engine.providers(name),
                     default=name == self.engine.default_model,
+                    self_test=schemas.SelfTestOut(**_self_test_fields(self.engine.self_test(name).to_json())),
                 )
             )
         return schemas.ModelList(data=cards)
+
+
+def _self_test_fields(result: dict) -> dict:
+    return {key: value for key, value in result.items() if key in schemas.SelfTestOut.model_fields}
 
 
 def decode_data_uri(item: str, index: int) -> bytes:

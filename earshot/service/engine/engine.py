@@ -26,6 +26,7 @@ from earshot.service.audio import Audio, AudioLimits, decode
 from earshot.service.engine.batcher import Batcher, BatcherConfig, JobResult
 from earshot.service.engine.pooling import Tag, mean_pool, tag_scores, top_k
 from earshot.service.engine.runner import Runner, RunnerConfig
+from earshot.service.engine.self_test import SelfTestFailed, SelfTestResult, open_runner
 from earshot.service.engine.windows import Windows, WindowSpec, cut, window_spec
 from earshot.service.errors import DeadlineExceeded, Draining, EmptyAudio, NotReady, UnknownModel
 from earshot.settings import Settings
@@ -33,6 +34,26 @@ from earshot.settings import Settings
 log = logging.getLogger(__name__)
 
 BundleReference = str | os.PathLike[str] | bundle_format.Bundle
+
+
+def runner_config(settings: Settings) -> RunnerConfig:
+    """The ONNX Runtime side of the settings, as every runner (engine, Ray actor) takes it."""
+    return RunnerConfig(
+        providers=tuple(settings.providers),
+        intra_op_threads=settings.threads,
+        max_batch_windows=settings.max_batch_windows,
+        cache_dir=Path(settings.cache_dir),
+        spin_threads=settings.spin_threads,
+    )
+
+
+class EngineSelfTestFailed(SelfTestFailed):
+    """One or more bundles failed their self-test: the engine does not serve."""
+
+    def __init__(self, results: list[SelfTestResult]) -> None:
+        super().__init__(results[0])
+        self.results = results
+        self.args = ("; ".join(result.message for result in results),)
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,7 @@ class Engine:
         self._ready = False
         self._accepting = False
         self._decoder: ThreadPoolExecutor | None = None
+        self.self_tests: dict[str, SelfTestResult] = {}  # by model name, as the runners were opened
         self._limits = AudioLimits(max_bytes=self.settings.max_body_bytes, max_seconds=self.settings.max_audio_seconds)
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -112,24 +134,28 @@ class Engine:
         log.info("engine ready: %s", ", ".join(self._order))
 
     def _load_all(self) -> list[Runner]:
-        """In a worker thread: verify and load every bundle, open and warm up its session."""
+        """In a worker thread: verify and load every bundle, open, warm up and self-test its session.
+
+        Every bundle is tried; when any fails its self-test, EngineSelfTestFailed names them all.
+        """
         runners: list[Runner] = []
-        runner_config = RunnerConfig(
-            providers=tuple(self.settings.providers),
-            intra_op_threads=self.settings.threads,
-            max_batch_windows=self.settings.max_batch_windows,
-            cache_dir=Path(self.settings.cache_dir),
-            spin_threads=self.settings.spin_threads,
-        )
+        config = runner_config(self.settings)
         for reference in self._references:
             loaded = self._load_bundle(reference)
             if any(runner.bundle.name == loaded.name for runner in runners):
                 raise bundle_format.BundleError(f"two bundles are named {loaded.name!r}")
             began = time.perf_counter()
-            runner = Runner(loaded, runner_config)
-            runner.warm_up()
+            try:
+                runner, result = open_runner(loaded, config, self.settings.self_test_on_failure)
+            except SelfTestFailed as failure:
+                self.self_tests[loaded.name] = failure.result
+                continue
+            self.self_tests[loaded.name] = result
             log.info("model %s loaded and warmed up in %.2f s", loaded.name, time.perf_counter() - began)
             runners.append(runner)
+        failed = [result for result in self.self_tests.values() if not result.passed]
+        if failed:
+            raise EngineSelfTestFailed(failed)
         return runners
 
     def _load_bundle(self, reference: BundleReference) -> bundle_format.Bundle:
@@ -195,6 +221,9 @@ class Engine:
 
     def bundle(self, model: str | None = None) -> bundle_format.Bundle:
         return self._models[self.resolve(model)].bundle
+
+    def self_test(self, model: str | None = None) -> SelfTestResult:
+        return self.self_tests[self.resolve(model)]
 
     def providers(self, model: str | None = None) -> list[str]:
         """The ONNX Runtime providers the model's session actually uses."""

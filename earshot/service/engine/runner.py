@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime
 
 from earshot.bundle import EMBEDDING_OUTPUT, LOGITS_OUTPUT, NUM_SAMPLES_INPUT, WAVEFORM_INPUT, Bundle
+from earshot.service.engine import int8
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,55 @@ class BatchOutput:
     logits: np.ndarray | None  # (batch, num_labels) float32, None when the graph has no tagging head
 
 
+ARITHMETICS = ("fast", "reference")
+
+
+def open_session(
+    model_path: Path,
+    precision: str,
+    providers: list[Any],
+    arithmetic: str = "fast",
+    options: onnxruntime.SessionOptions | None = None,
+) -> tuple[onnxruntime.InferenceSession, str]:
+    """An ONNX Runtime session for a bundle graph, and what it computes with, in words.
+
+    "fast": the graph as exported, on the fastest exact kernels of this CPU: an int8 graph whose
+    weights could saturate this CPU's u8s8 kernels runs in its u8 form (int8.py), same integers.
+    "reference": the graph's meaning in float arithmetic (int8.reference_model), for self-tests
+    and as the fallback of a runner that fails its self-test.
+    """
+    if arithmetic not in ARITHMETICS:
+        raise ValueError(f"arithmetic must be one of {ARITHMETICS}, got {arithmetic!r}")
+    options = options or _default_options()
+    model: str | bytes = str(model_path)
+    described = f"{precision} graph as exported"
+    if precision == "int8":
+        graph = onnx.load(str(model_path))
+        if arithmetic == "reference":
+            graph = int8.reference_model(graph)
+            for key, value in int8.REFERENCE_SESSION_CONFIG.items():
+                options.add_session_config_entry(key, value)
+            described = "int8 reference: Q/DQ as float, integer MatMuls summed exactly in float64"
+        elif int8.saturating_weights(graph) and int8.u8s8_kernels_saturate():
+            graph = int8.with_u8_weights(graph)
+            described = "int8 exact integer, weights in u8 form (this CPU's u8s8 kernels saturate)"
+        else:
+            described = "int8 exact integer"
+        model = graph.SerializeToString()
+    elif arithmetic == "reference":
+        described = f"{precision} reference (the graph's own float arithmetic)"
+    session = onnxruntime.InferenceSession(model, sess_options=options, providers=providers)
+    return session, described
+
+
+def _default_options() -> onnxruntime.SessionOptions:
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    return options
+
+
 class Runner:
-    def __init__(self, bundle: Bundle, config: RunnerConfig) -> None:
+    def __init__(self, bundle: Bundle, config: RunnerConfig, arithmetic: str = "fast") -> None:
         manifest = bundle.manifest
         self.bundle = bundle
         self.config = config
@@ -57,11 +106,11 @@ class Runner:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spin_threads else "0")
-        self.session = onnxruntime.InferenceSession(
-            str(bundle.model_path), sess_options=options, providers=self._providers()
+        self.session, self.arithmetic = open_session(
+            bundle.model_path, manifest.precision, self._providers(), arithmetic, options
         )
         self.providers: list[str] = self.session.get_providers()
-        log.info("model %s runs on %s", manifest.name, ", ".join(self.providers))
+        log.info("model %s runs on %s: %s", manifest.name, ", ".join(self.providers), self.arithmetic)
 
     def run(self, waveform: np.ndarray, num_samples: np.ndarray) -> BatchOutput:
         """waveform (batch, input_samples), num_samples (batch,) -> the graph's outputs.

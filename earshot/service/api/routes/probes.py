@@ -8,7 +8,7 @@ from earshot.service import metrics
 from earshot.service.api import schemas
 from earshot.service.api.deps import LifecycleDep
 from earshot.service.api.errors import error_response
-from earshot.service.errors import Draining, NotReady
+from earshot.service.errors import Draining, NotReady, SelfTestFailedError
 from earshot.service.lifecycle import State
 
 router = APIRouter(tags=["probes"])
@@ -27,6 +27,8 @@ async def readyz(lifecycle: LifecycleDep) -> Response | schemas.Probe:
     """Ready: 200 once every model is loaded and warmed up; 503 while starting or draining."""
     if lifecycle.state is State.DRAINING or lifecycle.state is State.STOPPED:
         return error_response(Draining("the server is shutting down"))
+    if lifecycle.state is State.SELF_TEST_FAILED:
+        return error_response(SelfTestFailedError(f"a model failed its self-test: {lifecycle.failure}"))
     if not lifecycle.ready:
         reason = f"startup failed: {lifecycle.failure}" if lifecycle.failure else "loading and warming up the models"
         return error_response(NotReady(reason))
