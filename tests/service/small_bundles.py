@@ -3,6 +3,7 @@ references of what their graphs compute, so tests know the exact output for ever
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from earshot import bundle as bundle_format
+from earshot.service.engine.self_test import write_probe
 
 SAMPLE_RATE = 16_000
 WINDOW_SAMPLES = 1_600  # 0.1 s at 16 kHz
@@ -134,15 +136,26 @@ def _manifest(name: str, takes_num_samples: bool, hop_samples: int) -> bundle_fo
     )
 
 
-def write_tiny_bundle(root: Path, name: str = "tiny", hop_samples: int = 800) -> bundle_format.Bundle:
+def write_tiny_bundle(
+    root: Path, name: str = "tiny", hop_samples: int = 800, probe: bool = True
+) -> bundle_format.Bundle:
     """Windows of 0.1 s with a hop of 0.05 s (half overlap), frame-masked by num_samples."""
     root.mkdir(parents=True, exist_ok=True)
     onnx.save(_tiny_graph(), str(root / bundle_format.MODEL_FILE))
-    return bundle_format.write(root, _manifest(name, takes_num_samples=True, hop_samples=hop_samples), LABELS)
+    return _finish(root, _manifest(name, takes_num_samples=True, hop_samples=hop_samples), probe)
 
 
-def write_slow_bundle(root: Path, name: str = "slow", rounds: int = 200) -> bundle_format.Bundle:
+def write_slow_bundle(root: Path, name: str = "slow", rounds: int = 200, probe: bool = True) -> bundle_format.Bundle:
     """Windows of 0.1 s, no overlap, about 1 GFLOP per window (milliseconds on one core)."""
     root.mkdir(parents=True, exist_ok=True)
     onnx.save(_slow_graph(rounds), str(root / bundle_format.MODEL_FILE))
-    return bundle_format.write(root, _manifest(name, takes_num_samples=False, hop_samples=WINDOW_SAMPLES), LABELS)
+    return _finish(root, _manifest(name, takes_num_samples=False, hop_samples=WINDOW_SAMPLES), probe)
+
+
+def _finish(root: Path, manifest: bundle_format.Manifest, probe: bool) -> bundle_format.Bundle:
+    """Write the self-test probe (as `earshot export` does) unless asked for a bundle without one."""
+    if probe:
+        entry = write_probe(root, root / bundle_format.MODEL_FILE, "fp32", WINDOW_SAMPLES, bundle_format.Context(),
+                            SAMPLE_RATE)
+        manifest = dataclasses.replace(manifest, probe=entry)
+    return bundle_format.write(root, manifest, LABELS)

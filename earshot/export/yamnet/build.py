@@ -148,12 +148,19 @@ def ensure_default_bundle(cache_dir: str | os.PathLike[str]) -> Path:
     rename wins and the other's copy is discarded.
     """
     target = bundle.cache_bundles_dir(cache_dir) / bundle.DEFAULT_MODEL
-    if (target / bundle.MANIFEST_FILE).is_file():
+    if (target / bundle.MANIFEST_FILE).is_file() and not _stale(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    retired = None
     try:
         build_yamnet_bundle(SOURCE.package, scratch, name=bundle.DEFAULT_MODEL)
+        if _stale(target):  # moved aside first: a directory cannot be renamed over a full one
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}-stale-", dir=target.parent))
+            try:
+                os.replace(target, retired / target.name)
+            except OSError:
+                pass  # another process replaced it first
         try:
             os.rename(scratch, target)
         except OSError:
@@ -161,7 +168,17 @@ def ensure_default_bundle(cache_dir: str | os.PathLike[str]) -> Path:
                 raise  # a leftover, manifest-less directory at the target: not ours to delete
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
     return target
+
+
+def _stale(target: Path) -> bool:
+    """A cached default bundle written before bundles carried a self-test probe: rebuilt once."""
+    try:
+        return not bundle.load(target, verify=False).manifest.probe
+    except bundle.BundleError:
+        return False  # not ours to judge: resolving it reports what is wrong
 
 
 def _notes(variant: str) -> dict:

@@ -222,9 +222,10 @@ def synthetic_clips(config: FrontendConfig = FRONTEND) -> list[np.ndarray]:
 
 
 def _session(model: onnx.ModelProto):
-    import onnxruntime as ort
+    """Integer graphs in their exact form for this CPU: the reference must not saturate (int8.py)."""
+    from earshot.service.engine.int8 import exact_integer_session
 
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return exact_integer_session(model)
 
 
 def _round(value) -> float:

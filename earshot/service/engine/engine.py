@@ -44,6 +44,7 @@ def runner_config(settings: Settings) -> RunnerConfig:
         max_batch_windows=settings.max_batch_windows,
         cache_dir=Path(settings.cache_dir),
         spin_threads=settings.spin_threads,
+        arithmetic=settings.arithmetic,
     )
 
 

@@ -17,7 +17,7 @@ So a graph has one exact integer meaning (int32 sums), and this module gives thr
 - `reference_model(model)` + `REFERENCE_SESSION_CONFIG`: the graph's meaning in float arithmetic,
   the reference for self-tests and parity. QuantizeLinear/DequantizeLinear run as the float
   arithmetic they define (ONNX Runtime's `session.disable_quant_qdq`), MatMulInteger is computed in
-  float64 (integer sums below 2**53 are exact, so the result equals the int32 one), and QAttention
+  float64 (integer sums below 2**53 are exact, so the result, cast back, is the int32 one), and QAttention
   becomes DequantizeLinear + the float Attention it approximates.
 """
 
@@ -133,6 +133,23 @@ def with_u8_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     return converted
 
 
+def exact_integer_form(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """The graph in the form whose integer kernels sum exactly on this CPU, and what was done."""
+    if saturating_weights(model) and u8s8_kernels_saturate():
+        return with_u8_weights(model), "int8 exact integer, weights in u8 form (this CPU's u8s8 kernels saturate)"
+    return model, "int8 exact integer"
+
+
+def exact_integer_session(model: onnx.ModelProto):
+    """A CPU session of an integer graph that gives its exact int32 sums here, as on every CPU."""
+    import onnxruntime
+
+    exact, _ = exact_integer_form(model)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(exact.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
 def _shift_to_u8(values: np.ndarray) -> np.ndarray:
     """int8 q -> uint8 q + 128: (q + 128) - (zp + 128) = q - zp, so dequantised values are unchanged."""
     if values.dtype != np.int8:
@@ -147,22 +164,16 @@ def reference_model(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = reference.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     rewritten: list[onnx.NodeProto] = []
-    retyped: set[str] = set()
     for node in graph.node:
         key = _key(node)
         if key == ("", "MatMulInteger"):
             rewritten += _matmul_integer_in_float64(node, initializers, graph)
-            retyped.add(node.output[0])
         elif key == (MS_DOMAIN, "QAttention"):
             rewritten += _qattention_in_float(node, initializers, graph)
         else:
             rewritten.append(node)
     del graph.node[:]
     graph.node.extend(rewritten)
-    # the int32 results are float64 now: drop their stale type annotations
-    kept = [info for info in graph.value_info if info.name not in retyped]
-    del graph.value_info[:]
-    graph.value_info.extend(kept)
     _drop_unused_initializers(reference)
     if not any(o.domain == MS_DOMAIN for o in reference.opset_import) and any(
         n.domain == MS_DOMAIN for n in graph.node
@@ -205,7 +216,10 @@ def _matmul_integer_in_float64(node, initializers, graph) -> list[onnx.NodeProto
             nodes.append(helper.make_node("Sub", [value, zero_value], [out], name=out))
             value = out
         centred.append(value)
-    nodes.append(helper.make_node("MatMul", centred, [node.output[0]], name=prefix + "/float64"))
+    product = prefix + "/float64"
+    nodes.append(helper.make_node("MatMul", centred, [product], name=product))
+    # back to the int32 the operator defines: the float64 sums are integers, so this is exact
+    nodes.append(helper.make_node("Cast", [product], [node.output[0]], to=TensorProto.INT32, name=product + "/int32"))
     return nodes
 
 

@@ -34,6 +34,7 @@ class RunnerConfig:
     max_batch_windows: int  # the largest batch (TensorRT's optimisation profile is sized for it)
     cache_dir: Path  # TensorRT engine and timing caches live under it
     spin_threads: bool = False  # let idle intra-op threads spin (see Settings.spin_threads)
+    arithmetic: str = "fast"  # "fast" or "reference" (open_session; see Settings.arithmetic)
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,8 @@ def open_session(
             for key, value in int8.REFERENCE_SESSION_CONFIG.items():
                 options.add_session_config_entry(key, value)
             described = "int8 reference: Q/DQ as float, integer MatMuls summed exactly in float64"
-        elif int8.saturating_weights(graph) and int8.u8s8_kernels_saturate():
-            graph = int8.with_u8_weights(graph)
-            described = "int8 exact integer, weights in u8 form (this CPU's u8s8 kernels saturate)"
         else:
-            described = "int8 exact integer"
+            graph, described = int8.exact_integer_form(graph)
         model = graph.SerializeToString()
     elif arithmetic == "reference":
         described = f"{precision} reference (the graph's own float arithmetic)"
@@ -90,7 +88,7 @@ def _default_options() -> onnxruntime.SessionOptions:
 
 
 class Runner:
-    def __init__(self, bundle: Bundle, config: RunnerConfig, arithmetic: str = "fast") -> None:
+    def __init__(self, bundle: Bundle, config: RunnerConfig) -> None:
         manifest = bundle.manifest
         self.bundle = bundle
         self.config = config
@@ -107,7 +105,7 @@ class Runner:
         options.log_severity_level = 3  # errors only
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spin_threads else "0")
         self.session, self.arithmetic = open_session(
-            bundle.model_path, manifest.precision, self._providers(), arithmetic, options
+            bundle.model_path, manifest.precision, self._providers(), config.arithmetic, options
         )
         self.providers: list[str] = self.session.get_providers()
         log.info("model %s runs on %s: %s", manifest.name, ", ".join(self.providers), self.arithmetic)

@@ -219,9 +219,9 @@ def open_runner(bundle: bundle_format.Bundle, config: RunnerConfig, on_failure: 
         log.info(result.message)
         return runner, result
     log.error(result.message)
-    if on_failure == "refuse":
+    if on_failure == "refuse" or config.arithmetic == "reference":
         raise SelfTestFailed(result)
-    fallback = Runner(bundle, replace(config, providers=("cpu",)), arithmetic="reference")
+    fallback = Runner(bundle, replace(config, providers=("cpu",), arithmetic="reference"))
     fallback.warm_up()
     second = run_self_test(fallback)
     if not second.passed:
