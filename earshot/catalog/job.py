@@ -26,11 +26,12 @@ from earshot.catalog.decoding import DecodedFile, decode_path, exit_with_parent,
 from earshot.catalog.inputs import ManifestError, expand_inputs
 from earshot.catalog.progress import Progress, Summary
 from earshot.catalog.rows import error_row, success_row
+from earshot.service.engine.self_test import SelfTestFailed
 from earshot.settings import Settings
 
 log = logging.getLogger("earshot.embed")
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_SELF_TEST_FAILED = 0, 1, 2, 3
 FLUSH_SECONDS = 30.0
 FILES_IN_FLIGHT_PER_WORKER = 4
 CATALOG_DEADLINE_S = 24 * 3600.0  # an offline job has no request deadline worth the name
@@ -74,6 +75,9 @@ def run_catalog_job(args: argparse.Namespace) -> int:
     except (bundle_format.BundleError, table.TableError, ManifestError, FileNotFoundError) as error:
         print(f"earshot embed: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except SelfTestFailed as error:  # nothing was embedded: rows from a wrong model are worse than none
+        print(f"earshot embed: not embedding: {error}", file=sys.stderr)
+        return EXIT_SELF_TEST_FAILED
     print(f"earshot embed: {summary.line()}", file=sys.stderr)
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 

@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from earshot.service.engine import int8
+from earshot.service.engine.runner import RunnerConfig
+from earshot.service.engine.self_test import open_runner
 import onnxruntime as ort
 import pytest
 import torch
@@ -61,6 +65,11 @@ def test_export_writes_a_verified_bundle_that_passes_parity(checkpoint, audio_di
     assert trt["trt_fp16_enable"] is (precision != "int8") and trt["trt_engine_cache_enable"] is True
     assert f"waveform:1x{manifest.window_samples}" in trt["trt_profile_min_shapes"]
     assert manifest.source["sha256"] == bundle.sha256_file(checkpoint / "model.safetensors")
+    # the self-test probe, computed with the reference arithmetic, passes on this machine's runner
+    assert manifest.probe["file"] in manifest.files and manifest.probe["windows"] == 3
+    assert manifest.parity["machine"]["cpu"]["machine"] and manifest.probe["export_machine"]["arithmetic"]
+    runner, result = open_runner(loaded, RunnerConfig(("cpu",), 1, 4, tmp_path / "cache"))
+    assert result.status == "passed" and result.tolerance == {"fp32": 0.9999, "fp16": 0.999, "int8": 0.999}[precision]
 
     # the graph's batch axis is dynamic, and rows do not leak into each other
     session = ort.InferenceSession(str(loaded.model_path), providers=["CPUExecutionProvider"])
@@ -91,6 +100,11 @@ def test_int8_quantises_the_encoder_and_keeps_frontend_and_patch_conv_float(chec
     integer = [n for n in graph.node if n.op_type in ("QAttention", "MatMulInteger", "DynamicQuantizeLinear")]
     assert all("/frontend/" not in n.name for n in integer)
     assert any(n.op_type == "Conv" and "patch" in n.name for n in graph.node)  # the patch embedding stays float
+    # 7-bit weights: u8 x s8 pair sums cannot saturate on any CPU, so no runner needs another form
+    initializers = {t.name: t for t in graph.initializer}
+    weights = [onnx.numpy_helper.to_array(initializers[n.input[1]]) for n in integer if n.op_type != "DynamicQuantizeLinear"]
+    assert len(weights) == 4 * layers and all(w.dtype == np.int8 and np.abs(w.astype(int)).max() <= 64 for w in weights)
+    assert int8.saturating_weights(onnx.load(str(loaded.model_path))) == []
 
 
 def test_parity_failure_exits_non_zero_and_writes_nothing(checkpoint, tmp_path):

@@ -36,6 +36,7 @@ STATUS_BY_CODE = {
     "inference_failed": 500,
     "not_ready": 503,
     "draining": 503,
+    "self_test_failed": 503,
     "deadline_exceeded": 504,
 }
 _CODE_BY_HTTP_STATUS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}

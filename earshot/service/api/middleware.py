@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from earshot.service import metrics
 from earshot.service.api.errors import error_response
-from earshot.service.errors import Draining, NotReady
+from earshot.service.errors import Draining, NotReady, SelfTestFailedError
 from earshot.service.lifecycle import Lifecycle, State
 
 # Paths that answer whatever the state: probes, metrics, docs.
@@ -59,6 +59,8 @@ class ServiceMiddleware:
         state = self.lifecycle.state
         if state is State.DRAINING or state is State.STOPPED:
             return error_response(Draining("the server is shutting down; try another replica"))
+        if state is State.SELF_TEST_FAILED:
+            return error_response(SelfTestFailedError(f"a model failed its self-test: {self.lifecycle.failure}"))
         if not self.lifecycle.ready:
             return error_response(NotReady("the server is not ready (loading its models, or failed to)"))
         limit = self.lifecycle.settings.max_body_bytes
