@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -15,7 +16,7 @@ from earshot import bundle
 from earshot.export.exportable import ExportableModel
 from earshot.export.fusion import fuse_attention
 from earshot.export.parity import ParityError, ParityReport, check_parity, parity_windows
-from earshot.export.precision import INT8_SCHEME_CHOICE, convert_precision
+from earshot.export.precision import INT8_SCHEME_CHOICE, INT8_SCHEMES, convert_precision
 from earshot.service.engine.self_test import write_probe
 
 log = logging.getLogger(__name__)
@@ -57,19 +58,27 @@ def export_bundle(
         staging = work_dir / "bundle"
         staging.mkdir()
         final_model = staging / bundle.MODEL_FILE
-        convert_precision(fp32_path, final_model, precision, model.keep_float32_scopes)
-
         waveforms, num_samples = parity_windows(parity_audio, model.window_samples, model.sample_rate)
-        report = check_parity(module, final_model, waveforms, num_samples, precision)
-        log.info("parity: %s", report.summary())
+        # int8: the fastest scheme that is exact on every CPU and passes parity (precision.INT8_SCHEMES)
+        schemes = INT8_SCHEMES if precision == "int8" else (None,)
+        tried: list[str] = []
+        for scheme in schemes:
+            convert_precision(fp32_path, final_model, precision, model.keep_float32_scopes, scheme)
+            report = check_parity(module, final_model, waveforms, num_samples, precision)
+            log.info("parity%s: %s", f" ({scheme})" if scheme else "", report.summary())
+            if report.passed:
+                break
+            tried.append(f"{scheme}: {report.summary()}")
         if not report.passed:
             raise ParityError(report)
+        scheme_notes = {"int8_scheme_chosen": scheme, "int8_schemes_failed_parity": tried} if scheme else {}
 
         probe = write_probe(
             staging, final_model, precision, model.window_samples, bundle.Context(), model.sample_rate
         )
         graph_inputs = [i.name for i in onnx.load(str(final_model), load_external_data=False).graph.input]
         manifest = build_manifest(model, precision, report, fused, graph_inputs, probe)
+        manifest = dataclasses.replace(manifest, notes={**manifest.notes, **scheme_notes})
         written = bundle.write(staging, manifest, model.labels)
         if out_path.exists():
             shutil.rmtree(out_path)

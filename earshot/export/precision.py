@@ -32,13 +32,24 @@ INT8_SCHEME_CHOICE = (
 )
 
 
-def convert_precision(fp32_path: Path, out_path: Path, precision: str, keep_float32_scopes: tuple[str, ...]) -> None:
+# int8 weight schemes, fastest first; each sums exactly on every CPU (service/engine/int8.py).
+# The exporter takes the first that passes parity and records which in the manifest.
+INT8_SCHEMES = (
+    "s7",  # int8 weights in 7 bits (reduce_range), one scale per tensor: VNNI-fast, no AVX2 saturation
+    "s7-per-channel",  # the same with one scale per output channel: finer where rows differ in range
+    "u8",  # uint8 weights in 8 bits: u8u8 kernels, exact everywhere, no faster than fp32 on VNNI CPUs
+)
+
+
+def convert_precision(
+    fp32_path: Path, out_path: Path, precision: str, keep_float32_scopes: tuple[str, ...], scheme: str | None = None
+) -> None:
     if precision == "fp32":
         shutil.copyfile(fp32_path, out_path)
     elif precision == "fp16":
         to_fp16(fp32_path, out_path, keep_float32_scopes)
     elif precision == "int8":
-        to_int8(fp32_path, out_path, keep_float32_scopes)
+        to_int8(fp32_path, out_path, keep_float32_scopes, scheme or INT8_SCHEMES[0])
     else:
         raise ValueError(f"unknown precision {precision!r}")
 
@@ -59,7 +70,9 @@ def to_fp16(fp32_path: Path, out_path: Path, keep_float32_scopes: tuple[str, ...
     onnx.save(model.model, str(out_path))
 
 
-def to_int8(fp32_path: Path, out_path: Path, keep_float32_scopes: tuple[str, ...]) -> None:
+def to_int8(fp32_path: Path, out_path: Path, keep_float32_scopes: tuple[str, ...], scheme: str = INT8_SCHEMES[0]) -> None:
+    if scheme not in INT8_SCHEMES:
+        raise ValueError(f"unknown int8 scheme {scheme!r}; choose from {INT8_SCHEMES}")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(fp32_path))
@@ -78,9 +91,9 @@ def to_int8(fp32_path: Path, out_path: Path, keep_float32_scopes: tuple[str, ...
         str(out_path),
         op_types_to_quantize=["MatMul", "Attention"],  # a fused Attention becomes QAttention
         nodes_to_quantize=weight_matmuls,
-        weight_type=QuantType.QInt8,
-        per_channel=False,
-        reduce_range=True,  # 7-bit weights: exact on AVX2 (no VNNI) as on VNNI; see INT8_SCHEME_CHOICE
+        weight_type=QuantType.QUInt8 if scheme == "u8" else QuantType.QInt8,
+        per_channel=scheme == "s7-per-channel",
+        reduce_range=scheme != "u8",  # 7-bit int8 weights: exact on AVX2 (no VNNI) as on VNNI
         # outputs of contrib operators (fused Attention) have no inferred type: they are float
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )

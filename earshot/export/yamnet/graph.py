@@ -17,6 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from earshot.bundle import EMBEDDING_OUTPUT, LOGITS_OUTPUT, WAVEFORM_INPUT
+from earshot.service.engine.int8 import is_weight_quantize, quantize_constant
 from earshot.export.yamnet.config import FRONTEND, SOURCE, FrontendConfig, SourceGraphConfig
 from earshot.export.yamnet.frontend import IR_VERSION, frontend_nodes
 
@@ -79,22 +80,6 @@ def _dynamic_batch_reshape(node: onnx.NodeProto, initializers: dict[str, np.ndar
     return helper.make_node("Reshape", [node.input[0], fixed_name], list(node.output), name=node.name), fixed
 
 
-def _is_weight_quantize(node: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> bool:
-    return node.op_type == "QuantizeLinear" and node.input[0] in initializers
-
-
-def _quantize_initializer(node: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> np.ndarray:
-    """QuantizeLinear of a constant, evaluated: round half to even, saturate, per-axis if scale is a vector."""
-    values, scale, zero_point = (initializers[name] for name in node.input[:3])
-    axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
-    shape = [1] * values.ndim
-    if scale.ndim == 1 and scale.size > 1:
-        shape[axis] = -1
-    info = np.iinfo(zero_point.dtype)
-    q = np.rint(values / scale.reshape(shape)) + zero_point.reshape(shape if zero_point.size > 1 else [])
-    return np.clip(q, info.min, info.max).astype(zero_point.dtype)
-
-
 def _used_initializers(
     nodes: list[onnx.NodeProto], initializers: dict[str, np.ndarray], extra: dict[str, np.ndarray]
 ) -> list[onnx.TensorProto]:
@@ -116,9 +101,9 @@ def _int8_body(graph, initializers, log_mel: str, config: SourceGraphConfig):
     ]
     extra: dict[str, np.ndarray] = {}
     for node in graph.node:
-        if _is_weight_quantize(node, initializers):
+        if is_weight_quantize(node, initializers):
             # stored as int8 with its DequantizeLinear, the form ONNX Runtime's QDQ fusion looks for
-            extra[node.output[0]] = _quantize_initializer(node, initializers)
+            extra[node.output[0]] = quantize_constant(node, initializers)
         elif node.name == config.batch_reshape_name:
             reshape, fixed = _dynamic_batch_reshape(node, initializers, config)
             nodes.append(reshape)
@@ -152,9 +137,9 @@ def _float_body(graph, initializers, log_mel: str, config: SourceGraphConfig):
         quantize = producers.get(quantized)
         if quantize is None or quantize.op_type != "QuantizeLinear":
             raise ValueError(f"{node.name}: DequantizeLinear not fed by a QuantizeLinear")
-        if _is_weight_quantize(quantize, initializers):
+        if is_weight_quantize(quantize, initializers):
             scale, zero_point = (initializers[name] for name in node.input[1:3])
-            q = _quantize_initializer(quantize, initializers).astype(np.float32)
+            q = quantize_constant(quantize, initializers).astype(np.float32)
             shape = [1] * q.ndim
             if scale.ndim == 1 and scale.size > 1:
                 axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)

@@ -135,9 +135,47 @@ def with_u8_weights(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def exact_integer_form(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     """The graph in the form whose integer kernels sum exactly on this CPU, and what was done."""
+    model = fold_weight_quantize(model)
     if saturating_weights(model) and u8s8_kernels_saturate():
         return with_u8_weights(model), "int8 exact integer, weights in u8 form (this CPU's u8s8 kernels saturate)"
     return model, "int8 exact integer"
+
+
+def is_weight_quantize(node: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> bool:
+    """A QuantizeLinear of a float constant: a weight quantised at run time, as exported QDQ graphs do."""
+    return node.op_type == "QuantizeLinear" and node.input[0] in initializers
+
+
+def quantize_constant(node: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> np.ndarray:
+    """QuantizeLinear of a constant, evaluated as ONNX defines it: round half to even, saturate,
+    per axis where the scale is a vector."""
+    values, scale, zero_point = (initializers[name] for name in node.input[:3])
+    axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
+    shape = [1] * values.ndim
+    if scale.ndim == 1 and scale.size > 1:
+        shape[axis] = -1
+    info = np.iinfo(zero_point.dtype)
+    q = np.rint(values / scale.reshape(shape)) + zero_point.reshape(shape if zero_point.size > 1 else [])
+    return np.clip(q, info.min, info.max).astype(zero_point.dtype)
+
+
+def fold_weight_quantize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with every QuantizeLinear of a float constant replaced by the integer constant it
+    gives (what ONNX Runtime's constant folding does too), so the weights' int8 values are visible."""
+    initializers = {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+    folds = [node for node in model.graph.node if is_weight_quantize(node, initializers)
+             and all(name in initializers for name in node.input[1:3])]
+    if not folds:
+        return model
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    keep = [node for node in folded.graph.node if node.output[0] not in {f.output[0] for f in folds}]
+    del folded.graph.node[:]
+    folded.graph.node.extend(keep)
+    for node in folds:
+        folded.graph.initializer.append(numpy_helper.from_array(quantize_constant(node, initializers), node.output[0]))
+    _drop_unused_initializers(folded)
+    return folded
 
 
 def exact_integer_session(model: onnx.ModelProto):
