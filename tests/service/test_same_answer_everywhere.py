@@ -31,7 +31,9 @@ GROUPS = {
 
 def embed_all(tmp_path: Path, bundle, names: list[str], audio_dir: Path, arithmetic: str) -> np.ndarray:
     async def run() -> np.ndarray:
-        settings = make_settings(tmp_path, arithmetic=arithmetic, max_batch_windows=32, threads=2)
+        settings = make_settings(
+            tmp_path, arithmetic=arithmetic, max_batch_windows=32, threads=2, request_timeout_s=3600
+        )  # no deadline: a slow (or emulated) CPU still answers
         async with Engine([bundle], settings) as engine:
             results = [await engine.embed_audio((audio_dir / name).read_bytes(), top_k=0) for name in names]
         return np.stack([result.embedding for result in results])  # (clips, 1024)
