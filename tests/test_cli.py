@@ -54,7 +54,7 @@ def test_console_script_help_lists_the_commands():
 def test_serve_never_imports_torch():
     """A serving install has no PyTorch: building the app and the default bundle must not need it."""
     code = (
-        "import sys, earshot.cli, earshot.service.app, earshot.service.server, earshot.export.yamnet, "
+        "import sys, earshot.cli, earshot.api.app, earshot.api.server, earshot.default_model, "
         "earshot.catalog.job; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

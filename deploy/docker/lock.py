@@ -3,7 +3,7 @@
 pip resolves the CPU and the GPU image's requirements (deploy/docker/requirements.py) for the
 images' Python on Linux x86-64, without installing anything, and the union of its choices becomes
 the constraints file the Dockerfile passes to pip, so that two builds of one commit get the same
-packages. Run it after changing the dependencies in pyproject.toml or requirements-gpu.txt (it
+packages. Run it after changing the dependencies in service/pyproject.toml or requirements-gpu.txt (it
 needs the package index; the tests check that the file still covers every requirement):
 
     python deploy/docker/lock.py
@@ -36,7 +36,7 @@ def image_python_version() -> str:
 
 def requirements(*arguments: str) -> list[str]:
     result = subprocess.run(
-        [sys.executable, str(HERE / "requirements.py"), str(REPO_ROOT / "pyproject.toml"), *arguments],
+        [sys.executable, str(HERE / "requirements.py"), str(REPO_ROOT / "service" / "pyproject.toml"), *arguments],
         capture_output=True, text=True, check=True,
     )
     return [line for line in result.stdout.splitlines() if not line.startswith(NVIDIA_INDEX_ONLY)]

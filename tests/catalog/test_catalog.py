@@ -91,7 +91,7 @@ def test_every_file_gets_one_row_and_bad_files_get_errors(catalog, yamnet_bundle
 def test_rows_match_what_the_http_service_returns(catalog, yamnet_bundle, tmp_path):
     from fastapi.testclient import TestClient
 
-    from earshot.service.app import create_app
+    from earshot.api.app import create_app
     from earshot.settings import Settings
 
     out = tmp_path / "catalog.parquet"

@@ -99,7 +99,7 @@ def test_runs_as_the_non_root_user(dockerfile: dockerfile_model.Dockerfile, targ
 def test_entrypoint_health_check_and_settings(dockerfile: dockerfile_model.Dockerfile, target: str) -> None:
     entrypoint = dockerfile.effective(target, "ENTRYPOINT")
     assert entrypoint is not None and entrypoint.exec_form() == ["earshot", "serve"]
-    with open(REPO_ROOT / "pyproject.toml", "rb") as handle:
+    with open(REPO_ROOT / "service" / "pyproject.toml", "rb") as handle:
         assert "earshot" in tomllib.load(handle)["project"]["scripts"]
 
     healthcheck = dockerfile.effective(target, "HEALTHCHECK")
@@ -138,20 +138,20 @@ def test_dependency_layer_comes_before_the_code(dockerfile: dockerfile_model.Doc
         assert not any(src.startswith("earshot") for src in copied), f"{deps} copies the code: {copied}"
         assert [run for run in dockerfile.by_name[deps].find("RUN") if "pip install" in run.arguments]
         assert dockerfile.by_name[builder].base == deps
-        code_copies = [item for item in dockerfile.by_name[builder].find("COPY") if item.positional()[0] == "earshot/"]
+        code_copies = [item for item in dockerfile.by_name[builder].find("COPY") if item.positional()[0] == "service/"]
         assert code_copies, f"{builder} does not copy the code"
         installs = [item.arguments for item in dockerfile.by_name[builder].find("RUN")]
-        assert installs == ["pip install --no-deps ."], "the code layer adds earshot alone, no dependency"
+        assert installs == ["pip install --no-deps ./service"], "the code layer adds earshot alone, no dependency"
 
 
 def test_dependency_layer_installs_what_pyproject_asks(dockerfile: dockerfile_model.Dockerfile) -> None:
     """The layer installs the output of deploy/docker/requirements.py: pyproject's dependencies,
     the ones `pip install .` resolves in CI; the GPU image swaps onnxruntime for its GPU build."""
-    with open(REPO_ROOT / "pyproject.toml", "rb") as handle:
+    with open(REPO_ROOT / "service" / "pyproject.toml", "rb") as handle:
         dependencies = tomllib.load(handle)["project"]["dependencies"]
-    cpu = run_requirements_script("pyproject.toml")
+    cpu = run_requirements_script("service/pyproject.toml")
     assert cpu == dependencies
-    gpu = run_requirements_script("pyproject.toml", "--gpu", str(GPU_REQUIREMENTS.relative_to(REPO_ROOT)))
+    gpu = run_requirements_script("service/pyproject.toml", "--gpu", str(GPU_REQUIREMENTS.relative_to(REPO_ROOT)))
     names = [requirement_name(line) for line in gpu]
     assert "onnxruntime" not in names and "onnxruntime-gpu" in names, gpu
     assert [line for line in gpu if not line.startswith(("onnxruntime", "nvidia", "tensorrt"))] == [
@@ -159,7 +159,7 @@ def test_dependency_layer_installs_what_pyproject_asks(dockerfile: dockerfile_mo
     ]
     pins = [line for line in gpu if line.startswith(("onnxruntime-gpu", "tensorrt"))]
     assert all("==" in line for line in pins), f"GPU runtime libraries must be pinned: {pins}"
-    for deps, arguments in (("deps", "pyproject.toml"), ("deps-gpu", "pyproject.toml --gpu")):
+    for deps, arguments in (("deps", "service/pyproject.toml"), ("deps-gpu", "service/pyproject.toml --gpu")):
         runs = " ".join(item.arguments for item in dockerfile.by_name[deps].find("RUN"))
         assert f"deploy/docker/requirements.py {arguments}" in runs
         (install,) = [argv for argv in dockerfile.commands(deps) if argv[:2] == ["pip", "install"]]
@@ -180,8 +180,8 @@ def test_lock_covers_every_requirement(dockerfile: dockerfile_model.Dockerfile) 
         if line and not line.startswith("#"):
             name, _, version = line.partition("==")
             pins[canonicalize_name(name)] = version
-    asked = run_requirements_script("pyproject.toml") + run_requirements_script(
-        "pyproject.toml", "--gpu", relative(GPU_REQUIREMENTS))
+    asked = run_requirements_script("service/pyproject.toml") + run_requirements_script(
+        "service/pyproject.toml", "--gpu", relative(GPU_REQUIREMENTS))
     for line in asked:
         requirement = Requirement(line)
         if requirement.name.startswith("tensorrt"):
@@ -200,10 +200,12 @@ def test_copied_files_exist_and_are_in_the_build_context(dockerfile: dockerfile_
     assert sources
     for source in sources:
         path = REPO_ROOT / source
-        if source == "README.md" and not path.exists():
-            pytest.fail("README.md is missing: pyproject's readme, and `pip install .` in the image needs it")
         assert path.exists(), f"COPY {source}: no such file"
-        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        # build artifacts of an editable install (egg-info, bytecode) are left out of the context on purpose
+        files = [path] if path.is_file() else [
+            p for p in path.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and not any(part.endswith(".egg-info") for part in p.parts)
+        ]
         for file in files:
             relative = file.relative_to(REPO_ROOT).as_posix()
             assert in_build_context(relative, rules), f"{relative}: COPY'd but excluded by .dockerignore"
@@ -212,7 +214,7 @@ def test_copied_files_exist_and_are_in_the_build_context(dockerfile: dockerfile_
 def test_dockerignore_keeps_the_context_small() -> None:
     rules = dockerignore_rules(DOCKERIGNORE)
     for outside in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "bundles/x/model.onnx",
-                    "earshot/__pycache__/cli.cpython-312.pyc"):
+                    "service/earshot/__pycache__/cli.cpython-312.pyc"):
         assert not in_build_context(outside, rules), outside
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from earshot.service.engine import int8
-from earshot.service.engine.runner import RunnerConfig
-from earshot.service.engine.self_test import open_runner
+from earshot.engine import int8
+from earshot.engine.runner import RunnerConfig
+from earshot.engine.self_test import open_runner
 import onnxruntime as ort
 import pytest
 import torch
@@ -20,9 +20,9 @@ from ast_fixtures import TINY, randomise_unit_scale  # noqa: E402
 
 from earshot import bundle  # noqa: E402
 from earshot.cli import main  # noqa: E402
-from earshot.export.loaders.ast import load_hf  # noqa: E402
-from earshot.export.onnx_export import export_bundle  # noqa: E402
-from earshot.export.parity import ParityError  # noqa: E402
+from earshot_export.loaders.ast import load_hf  # noqa: E402
+from earshot_export.onnx_export import export_bundle  # noqa: E402
+from earshot_export.parity import ParityError  # noqa: E402
 
 PARITY_CLIPS = ["speech_spanish_16s.ogg", "music_piano.flac", "bird_crow.ogg", "speech_french.ogg", "choir.flac"]
 

@@ -20,8 +20,8 @@ from ast_fixtures import (  # noqa: E402
     window_batch,
 )
 
-from earshot.export.loaders.ast import load_ast_pth, load_hf  # noqa: E402
-from earshot.models.checkpoints import CheckpointError  # noqa: E402
+from earshot_export.loaders.ast import load_ast_pth, load_hf  # noqa: E402
+from earshot_models.checkpoints import CheckpointError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

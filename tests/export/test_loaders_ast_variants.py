@@ -17,12 +17,12 @@ import variant_references as ref  # noqa: E402
 
 from earshot import bundle  # noqa: E402
 from earshot.cli import main  # noqa: E402
-from earshot.export.audioset import audioset_labels  # noqa: E402
-from earshot.export.loaders.audiomae import load_audiomae  # noqa: E402
-from earshot.export.loaders.passt import load_passt  # noqa: E402
-from earshot.export.loaders.ssast import load_ssast  # noqa: E402
-from earshot.export.onnx_export import export_bundle  # noqa: E402
-from earshot.export.sources import ExportOptions, SourceError, load_torch_model, parse_source  # noqa: E402
+from earshot_export.audioset import audioset_labels  # noqa: E402
+from earshot_export.loaders.audiomae import load_audiomae  # noqa: E402
+from earshot_export.loaders.passt import load_passt  # noqa: E402
+from earshot_export.loaders.ssast import load_ssast  # noqa: E402
+from earshot_export.onnx_export import export_bundle  # noqa: E402
+from earshot_export.sources import ExportOptions, SourceError, load_torch_model, parse_source  # noqa: E402
 
 WAVE_IN_TOLERANCE = 2e-3  # ../shared/golden/README.md, end to end
 ONNX_TOLERANCE = 1e-4  # ONNX Runtime against PyTorch, same input

@@ -16,10 +16,10 @@ from beats_fixtures import GOLDEN_SAMPLES, NON_DEFAULT_CFG, golden_paths, load_g
 
 from earshot import bundle  # noqa: E402
 from earshot.cli import main  # noqa: E402
-from earshot.export.loaders.beats import load_beats  # noqa: E402
-from earshot.export.onnx_export import export_bundle  # noqa: E402
-from earshot.export.parity import cosine_rows, run_onnx  # noqa: E402
-from earshot.models.checkpoints import CheckpointError  # noqa: E402
+from earshot_export.loaders.beats import load_beats  # noqa: E402
+from earshot_export.onnx_export import export_bundle  # noqa: E402
+from earshot_export.parity import cosine_rows, run_onnx  # noqa: E402
+from earshot_models.checkpoints import CheckpointError  # noqa: E402
 
 END_TO_END_ATOL = 2e-3
 GOLDEN_SECONDS = GOLDEN_SAMPLES / 16000

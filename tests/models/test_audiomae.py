@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import variant_references as ref
-from earshot.models.checkpoints import CheckpointError
-from earshot.models.checkpoints.audiomae import read_audiomae
+from earshot_models.checkpoints import CheckpointError
+from earshot_models.checkpoints.audiomae import read_audiomae
 
 FRONTEND_TOLERANCE = 1e-3
 MODEL_TOLERANCE = 1e-4  # given the same frontend output

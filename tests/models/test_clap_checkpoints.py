@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from clap_fixtures import make_clap_dir
-from earshot.models.checkpoints import CheckpointError
-from earshot.models.checkpoints.clap import read_clap_checkpoint
+from earshot_models.checkpoints import CheckpointError
+from earshot_models.checkpoints.clap import read_clap_checkpoint
 
 
 @pytest.fixture(scope="module")

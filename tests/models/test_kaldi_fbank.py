@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from earshot.models.config import AST_FBANK
-from earshot.models.frontend.kaldi_fbank import KaldiFbank, kaldi_mel_banks
+from earshot_models.config import AST_FBANK
+from earshot_models.frontend.kaldi_fbank import KaldiFbank, kaldi_mel_banks
 
 from ast_fixtures import CLIPS, window_batch
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from ast_fixtures import CLIPS, NON_DEFAULT, window_batch
-from earshot.models.checkpoints.ast import read_hf_checkpoint
+from earshot_models.checkpoints.ast import read_hf_checkpoint
 
 TOLERANCE = 1e-4
 # The TorchScript-based exporter is deprecated in torch 2.9+, and is the one we use on purpose (see
-# earshot/export/onnx_export.py): its node names keep module paths, its graph is one ORT fuses.
+# export/earshot_export/onnx_export.py): its node names keep module paths, its graph is one ORT fuses.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 

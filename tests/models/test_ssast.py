@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import variant_references as ref
-from earshot.models.checkpoints import CheckpointError
-from earshot.models.checkpoints.ssast import read_ssast
+from earshot_models.checkpoints import CheckpointError
+from earshot_models.checkpoints.ssast import read_ssast
 
 FRONTEND_TOLERANCE = 1e-3
 MODEL_TOLERANCE = 1e-4  # given the same frontend output

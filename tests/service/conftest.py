@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from earshot import bundle as bundle_format
-from earshot.service.app import create_app
+from earshot.api.app import create_app
+from earshot.engine.config import EngineConfig
 from earshot.settings import Settings
 from small_bundles import write_slow_bundle, write_tiny_bundle
 
@@ -36,6 +37,11 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {"cache_dir": tmp_path / "cache", "threads": 1, "max_wait_ms": 2.0}
     values.update(overrides)
     return Settings(**values)
+
+
+def make_config(tmp_path: Path, **overrides: object) -> EngineConfig:
+    """The engine's config of those settings, for tests that use the engine as a library."""
+    return make_settings(tmp_path, **overrides).engine_config()
 
 
 @contextlib.asynccontextmanager

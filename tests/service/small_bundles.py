@@ -11,7 +11,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from earshot import bundle as bundle_format
-from earshot.service.engine.self_test import write_probe
+from earshot.engine.self_test import write_probe
 
 SAMPLE_RATE = 16_000
 WINDOW_SAMPLES = 1_600  # 0.1 s at 16 kHz

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import make_settings, serving
-from earshot.service.app import create_app
-from earshot.service.audio import AudioLimits, decode
-from earshot.service.engine.windows import cut, window_spec
+from earshot.api.app import create_app
+from earshot.engine.audio import AudioLimits, decode
+from earshot.engine.windows import cut, window_spec
 from metrics_text import names, sample
 from small_bundles import tiny_reference
 

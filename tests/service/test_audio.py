@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from earshot.service.audio import AudioLimits, decode
-from earshot.service.errors import (
+from earshot.engine.audio import AudioLimits, decode
+from earshot.engine.errors import (
     AudioTooLong,
     BodyTooLarge,
     EmptyAudio,

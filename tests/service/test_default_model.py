@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from earshot.service.app import create_app
+from earshot.api.app import create_app
 from earshot.settings import Settings
 
 AUDIO_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "audio"

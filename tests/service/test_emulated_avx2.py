@@ -20,8 +20,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from earshot.service.engine.runner import RunnerConfig
-from earshot.service.engine.self_test import cosine_rows, open_runner, read_probe
+from earshot.engine.runner import RunnerConfig
+from earshot.engine.self_test import cosine_rows, open_runner, read_probe
 
 QEMU = shutil.which("qemu-x86_64")
 pytestmark = pytest.mark.skipif(
@@ -34,9 +34,9 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     import numpy as np, onnx, onnxruntime
     from earshot import bundle as bundle_format
-    from earshot.service.engine import int8
-    from earshot.service.engine.runner import RunnerConfig
-    from earshot.service.engine.self_test import open_runner, read_probe, cosine_rows
+    from earshot.engine import int8
+    from earshot.engine.runner import RunnerConfig
+    from earshot.engine.self_test import open_runner, read_probe, cosine_rows
 
     loaded = bundle_format.load(sys.argv[1])
     runner, result = open_runner(loaded, RunnerConfig(("cpu",), 1, 2, Path(sys.argv[2])))

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_settings
+from conftest import make_config
 from earshot import bundle as bundle_format
-from earshot.service.engine import Engine
-from earshot.service.engine.pooling import tag_scores
-from earshot.service.engine.windows import cut, window_spec
-from earshot.service.errors import DeadlineExceeded, Draining, NotReady, QueueFull, UnknownModel
+from earshot.engine import Engine
+from earshot.engine.pooling import tag_scores
+from earshot.engine.windows import cut, window_spec
+from earshot.engine.errors import DeadlineExceeded, Draining, NotReady, QueueFull, UnknownModel
 from small_bundles import LABELS, SAMPLE_RATE, tiny_reference
 
 pytestmark = pytest.mark.anyio
@@ -34,7 +34,7 @@ async def test_clip_results_pool_the_window_outputs(tiny_bundle, tmp_path) -> No
     waveform = _clip(0.83)
     embedding, logits = _expected(tiny_bundle, waveform)  # (n, 8), (n, 4)
     scores = 1 / (1 + np.exp(-logits.astype(np.float64)))
-    async with Engine([tiny_bundle.path], make_settings(tmp_path)) as engine:
+    async with Engine([tiny_bundle.path], make_config(tmp_path)) as engine:
         assert engine.ready and engine.models == ["tiny"]
         result = await engine.embed(waveform, "tiny", top_k=3, windows=True)
     assert result.model == "tiny" and result.num_windows == embedding.shape[0] == 16
@@ -55,9 +55,9 @@ async def test_clip_results_pool_the_window_outputs(tiny_bundle, tmp_path) -> No
 
 async def test_batched_results_equal_results_alone(tiny_bundle, tmp_path) -> None:
     clips = [_clip(0.05 + 0.13 * i, seed=i) for i in range(24)]
-    async with Engine([tiny_bundle.path], make_settings(tmp_path, max_wait_ms=0.0)) as engine:
+    async with Engine([tiny_bundle.path], make_config(tmp_path, max_wait_ms=0.0)) as engine:
         alone = [await engine.embed(clip, "tiny") for clip in clips]
-    settings = make_settings(tmp_path, max_wait_ms=50.0, max_batch_windows=16)
+    settings = make_config(tmp_path, max_wait_ms=50.0, max_batch_windows=16)
     async with Engine([tiny_bundle.path], settings) as engine:
         together = await asyncio.gather(*(engine.embed(clip, "tiny") for clip in clips))
         batches = engine.batches_run("tiny")
@@ -69,7 +69,7 @@ async def test_batched_results_equal_results_alone(tiny_bundle, tmp_path) -> Non
 
 
 async def test_default_alias_and_unknown_models(tiny_bundle, tmp_path) -> None:
-    async with Engine([tiny_bundle], make_settings(tmp_path)) as engine:
+    async with Engine([tiny_bundle], make_config(tmp_path)) as engine:
         assert engine.resolve(None) == engine.resolve("default") == "tiny"
         result = await engine.embed(_clip(0.2), "default")
         assert result.model == "tiny"
@@ -84,7 +84,7 @@ async def test_a_bundle_with_a_wrong_checksum_is_refused(tiny_bundle, tmp_path) 
         copy.joinpath(item.name).write_bytes(item.read_bytes())
     labels = copy / "labels.csv"
     labels.write_text(labels.read_text().replace("Bird", "Birb"))
-    engine = Engine([copy], make_settings(tmp_path))
+    engine = Engine([copy], make_config(tmp_path))
     with pytest.raises(bundle_format.BundleError, match="checksum"):
         await engine.start()
     with pytest.raises(NotReady):
@@ -92,7 +92,7 @@ async def test_a_bundle_with_a_wrong_checksum_is_refused(tiny_bundle, tmp_path) 
 
 
 async def test_a_full_queue_refuses_at_once_with_a_retry_hint(slow_bundle, tmp_path) -> None:
-    settings = make_settings(tmp_path, max_queued_windows=20, max_batch_windows=4, request_timeout_s=60)
+    settings = make_config(tmp_path, max_queued_windows=20, max_batch_windows=4, request_timeout_s=60)
     async with Engine([slow_bundle.path], settings) as engine:
         big = asyncio.create_task(engine.embed(_clip(6.0), "slow"))  # 60 windows: admitted whole
         while engine.queued_windows("slow") == 0:
@@ -108,7 +108,7 @@ async def test_a_full_queue_refuses_at_once_with_a_retry_hint(slow_bundle, tmp_p
 
 
 async def test_a_request_past_its_deadline_fails_and_its_windows_are_dropped(slow_bundle, tmp_path) -> None:
-    settings = make_settings(tmp_path, max_batch_windows=4, request_timeout_s=0.2)
+    settings = make_config(tmp_path, max_batch_windows=4, request_timeout_s=0.2)
     async with Engine([slow_bundle.path], settings) as engine:
         with pytest.raises(DeadlineExceeded):
             await engine.embed(_clip(30.0), "slow")  # 300 windows, seconds of work
@@ -120,7 +120,7 @@ async def test_a_request_past_its_deadline_fails_and_its_windows_are_dropped(slo
 
 
 async def test_a_cancelled_request_has_its_windows_dropped(slow_bundle, tmp_path) -> None:
-    settings = make_settings(tmp_path, max_batch_windows=4, request_timeout_s=60)
+    settings = make_config(tmp_path, max_batch_windows=4, request_timeout_s=60)
     async with Engine([slow_bundle.path], settings) as engine:
         task = asyncio.create_task(engine.embed(_clip(30.0), "slow"))
         while engine.windows_run("slow") == 0:
@@ -136,7 +136,7 @@ async def test_a_cancelled_request_has_its_windows_dropped(slow_bundle, tmp_path
 
 
 async def test_drain_finishes_admitted_work_and_refuses_new(tiny_bundle, tmp_path) -> None:
-    async with Engine([tiny_bundle.path], make_settings(tmp_path, max_wait_ms=20.0)) as engine:
+    async with Engine([tiny_bundle.path], make_config(tmp_path, max_wait_ms=20.0)) as engine:
         admitted = [asyncio.create_task(engine.embed(_clip(1.0, seed=i), "tiny")) for i in range(8)]
         await asyncio.sleep(0)  # let them be admitted
         assert await engine.drain(timeout_s=30)
@@ -148,7 +148,7 @@ async def test_drain_finishes_admitted_work_and_refuses_new(tiny_bundle, tmp_pat
 
 async def test_every_clip_embeds_and_variants_of_one_loop_agree(tiny_bundle, tmp_path) -> None:
     variants = sorted(AUDIO_DIR.glob("variant_*")) + [AUDIO_DIR / "music_drum_loop.flac"]
-    async with Engine([tiny_bundle.path], make_settings(tmp_path)) as engine:
+    async with Engine([tiny_bundle.path], make_config(tmp_path)) as engine:
         embeddings = []
         for path in variants:
             result = await engine.embed_audio(path.read_bytes(), "tiny")
@@ -166,7 +166,7 @@ def test_tag_activations() -> None:
 
 
 async def test_unavailable_providers_fall_back_to_the_cpu(tiny_bundle, tmp_path, caplog) -> None:
-    settings = make_settings(tmp_path, providers=["tensorrt", "cuda", "cpu"])
+    settings = make_config(tmp_path, providers=["tensorrt", "cuda", "cpu"])
     caplog.set_level("WARNING")
     async with Engine([tiny_bundle.path], settings) as engine:
         assert engine.providers("tiny")[-1] == "CPUExecutionProvider"
@@ -179,17 +179,17 @@ async def test_unavailable_providers_fall_back_to_the_cpu(tiny_bundle, tmp_path,
 
 
 async def test_several_bundles_are_served_side_by_side(tiny_bundle, slow_bundle, tmp_path) -> None:
-    async with Engine([tiny_bundle.path, slow_bundle.path], make_settings(tmp_path)) as engine:
+    async with Engine([tiny_bundle.path, slow_bundle.path], make_config(tmp_path)) as engine:
         assert engine.models == ["tiny", "slow"] and engine.default_model == "tiny"
         tiny, slow = await asyncio.gather(engine.embed(_clip(0.3), "tiny"), engine.embed(_clip(0.3), "slow"))
         assert (tiny.model, tiny.num_windows, slow.model, slow.num_windows) == ("tiny", 5, "slow", 3)
-    twice = Engine([tiny_bundle.path, tiny_bundle.path], make_settings(tmp_path))
+    twice = Engine([tiny_bundle.path, tiny_bundle.path], make_config(tmp_path))
     with pytest.raises(bundle_format.BundleError, match="two bundles"):
         await twice.start()
 
 
 async def test_batches_never_exceed_max_batch_windows(tiny_bundle, tmp_path) -> None:
-    settings = make_settings(tmp_path, max_batch_windows=4, max_wait_ms=20.0)
+    settings = make_config(tmp_path, max_batch_windows=4, max_wait_ms=20.0)
     async with Engine([tiny_bundle.path], settings) as engine:
         results = await asyncio.gather(*(engine.embed(_clip(0.3, seed=i), "tiny") for i in range(5)))  # 5 x 5
         windows = sum(result.num_windows for result in results)

@@ -12,8 +12,8 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from earshot.service.engine import int8
-from earshot.service.engine.runner import open_session
+from earshot.engine import int8
+from earshot.engine.runner import open_session
 
 K, N = 96, 16  # inner and output width of the test MatMuls
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from earshot.service.engine import Engine
-from earshot.service.engine.self_test import cosine_rows
-from conftest import make_settings
+from earshot.engine import Engine
+from earshot.engine.self_test import cosine_rows
+from conftest import make_config
 
 # what a retrieval over the shared recordings should find: clips of one kind are each other's neighbours
 GROUPS = {
@@ -31,7 +31,7 @@ GROUPS = {
 
 def embed_all(tmp_path: Path, bundle, names: list[str], audio_dir: Path, arithmetic: str) -> np.ndarray:
     async def run() -> np.ndarray:
-        settings = make_settings(
+        settings = make_config(
             tmp_path, arithmetic=arithmetic, max_batch_windows=32, threads=2, request_timeout_s=3600
         )  # no deadline: a slow (or emulated) CPU still answers
         async with Engine([bundle], settings) as engine:

@@ -16,10 +16,9 @@ import onnx
 import pytest
 
 from earshot import bundle as bundle_format
-from earshot.service.app import create_app
-from earshot.service.engine.self_test import SelfTestFailed, open_runner, read_probe
-from earshot.service.engine.engine import runner_config
-from earshot.service.lifecycle import State
+from earshot.api.app import create_app
+from earshot.engine.self_test import SelfTestFailed, open_runner, read_probe
+from earshot.api.lifecycle import State
 from conftest import make_settings
 from small_bundles import LABELS, _tiny_graph, write_tiny_bundle
 
@@ -139,7 +138,7 @@ def strict(yamnet_bundle, root: Path) -> bundle_format.Bundle:
 
 
 def test_fallback_serves_the_reference_arithmetic_and_says_so(tmp_path, yamnet_bundle):
-    config = runner_config(make_settings(tmp_path, max_batch_windows=4))
+    config = make_settings(tmp_path, max_batch_windows=4).engine_config().runner_config()
     bundle = strict(yamnet_bundle, tmp_path / "strict")
     with pytest.raises(SelfTestFailed) as refused:
         open_runner(bundle, config, "refuse")

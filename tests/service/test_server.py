@@ -53,7 +53,7 @@ def _start(bundle_path: Path, tmp_path: Path, **settings: str) -> Server:
     log = tmp_path / f"server-{port}.log"
     with open(log, "wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "earshot.service.server"], env=env, stdout=sink, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "earshot.api.server"], env=env, stdout=sink, stderr=subprocess.STDOUT
         )
     server = Server(process, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -165,7 +165,7 @@ def test_the_server_exits_non_zero_when_a_bundle_cannot_load(tmp_path) -> None:
         EARSHOT_CACHE_DIR=str(tmp_path / "cache"),
     )
     done = subprocess.run(
-        [sys.executable, "-m", "earshot.service.server"], env=env, capture_output=True, timeout=60
+        [sys.executable, "-m", "earshot.api.server"], env=env, capture_output=True, timeout=60
     )
     assert done.returncode == 1
     assert b"missing" in done.stderr + done.stdout

@@ -12,7 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def test_the_service_imports_no_torch_or_transformers() -> None:
     program = (
         "import sys\n"
-        "import earshot.service.server, earshot.service.app, earshot.service.engine, earshot.service.audio\n"
+        "import earshot.api.server, earshot.api.app, earshot.engine, earshot.engine.audio\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers'})\n"
         "print(','.join(heavy))\n"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from earshot.service.engine.windows import WindowSpec, count_windows, cut, window_spec
+from earshot.engine.windows import WindowSpec, count_windows, cut, window_spec
 
 SPEC = WindowSpec(sample_rate=16_000, window_samples=1_600, hop_samples=800)
 

@@ -1,1 +1,0 @@
-"""Serving: audio intake, the batching engine on ONNX Runtime, the HTTP API. No PyTorch here."""

@@ -1,0 +1,203 @@
+"""ExportableModel -> ONNX graph -> precision variant -> parity check -> bundle directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from earshot import bundle
+from earshot_export.exportable import ExportableModel
+from earshot_export.fusion import fuse_attention
+from earshot_export.parity import ParityError, ParityReport, check_parity, parity_windows
+from earshot_export.precision import INT8_SCHEME_CHOICE, INT8_SCHEMES, convert_precision
+from earshot.engine.self_test import write_probe
+
+log = logging.getLogger(__name__)
+
+OPSET = 17  # LayerNormalization is a single op from 17 on; TensorRT 8.6+ and ORT 1.16+ read it
+TENSORRT_PROFILE_BATCHES = (1, 8, 32)  # min / opt / max batch of the TensorRT optimisation profile
+
+
+def export_bundle(
+    model: ExportableModel,
+    out_dir: str | Path,
+    precision: str = "fp32",
+    parity_audio: list[np.ndarray] | None = None,
+    overwrite: bool = False,
+    fuse: bool = True,
+) -> bundle.Bundle:
+    """Write `model` as a bundle in `out_dir`; raise ParityError (and write nothing) if parity fails.
+
+    fuse: fuse attention with ONNX Runtime's transformer optimiser (contrib operators; see fusion.py).
+    """
+    if precision not in bundle.PRECISIONS:
+        raise ValueError(f"precision must be one of {bundle.PRECISIONS}, got {precision!r}")
+    out_path = Path(out_dir)
+    if out_path.exists() and any(out_path.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out_path} exists and is not empty (pass --force to replace it)")
+    module = model.module.eval()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".earshot-export-", dir=out_path.parent) as work:
+        work_dir = Path(work)
+        fp32_path = work_dir / "model.fp32.onnx"
+        has_logits = model.num_labels > 0
+        trace_to_onnx(module, model.window_samples, has_logits, fp32_path)
+        fused: dict[str, int] = {}
+        if fuse and model.attention_heads:
+            fused_path = work_dir / "model.fused.onnx"
+            fused = fuse_attention(fp32_path, fused_path, model.attention_heads, model.embedding_dim)
+            fp32_path = fused_path
+        staging = work_dir / "bundle"
+        staging.mkdir()
+        final_model = staging / bundle.MODEL_FILE
+        waveforms, num_samples = parity_windows(parity_audio, model.window_samples, model.sample_rate)
+        # int8: the fastest scheme that is exact on every CPU and passes parity (precision.INT8_SCHEMES)
+        schemes = INT8_SCHEMES if precision == "int8" else (None,)
+        tried: list[str] = []
+        for scheme in schemes:
+            convert_precision(fp32_path, final_model, precision, model.keep_float32_scopes, scheme)
+            report = check_parity(module, final_model, waveforms, num_samples, precision)
+            log.info("parity%s: %s", f" ({scheme})" if scheme else "", report.summary())
+            if report.passed:
+                break
+            tried.append(f"{scheme}: {report.summary()}")
+        if not report.passed:
+            raise ParityError(report)
+        scheme_notes = {"int8_scheme_chosen": scheme, "int8_schemes_failed_parity": tried} if scheme else {}
+
+        probe = write_probe(
+            staging, final_model, precision, model.window_samples, bundle.Context(), model.sample_rate
+        )
+        graph_inputs = [i.name for i in onnx.load(str(final_model), load_external_data=False).graph.input]
+        manifest = build_manifest(model, precision, report, fused, graph_inputs, probe)
+        manifest = dataclasses.replace(manifest, notes={**manifest.notes, **scheme_notes})
+        written = bundle.write(staging, manifest, model.labels)
+        if out_path.exists():
+            shutil.rmtree(out_path)
+        shutil.move(str(staging), out_path)
+    del written  # re-read from its final place, checksums verified
+    return bundle.load(out_path, verify=True)
+
+
+def trace_to_onnx(module: torch.nn.Module, window_samples: int, has_logits: bool, path: Path) -> None:
+    """Export with the TorchScript-based exporter: its node names keep the module path
+    ("/frontend/...", "/encoder/blocks.0/attn/..."), which the precision passes use to keep the
+    frontend in float32, and its attention pattern is one ONNX Runtime's transformer optimiser fuses."""
+    batch = 2
+    waveform = torch.zeros(batch, window_samples)  # (B, window_samples)
+    num_samples = torch.full((batch,), window_samples, dtype=torch.int64)  # (B,)
+    outputs = [bundle.EMBEDDING_OUTPUT] + ([bundle.LOGITS_OUTPUT] if has_logits else [])
+    dynamic_axes = {name: {0: "batch"} for name in [bundle.WAVEFORM_INPUT, bundle.NUM_SAMPLES_INPUT, *outputs]}
+    with torch.no_grad():
+        torch.onnx.export(
+            _OutputsOnly(module, has_logits).eval(),  # export restores the wrapper's mode afterwards
+            (waveform, num_samples),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[bundle.WAVEFORM_INPUT, bundle.NUM_SAMPLES_INPUT],
+            output_names=outputs,
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+class _OutputsOnly(torch.nn.Module):
+    """Drops the None logits of an embedding-only model, so the graph has exactly the named outputs."""
+
+    def __init__(self, inner: torch.nn.Module, has_logits: bool):
+        super().__init__()
+        self.inner = inner
+        self.has_logits = has_logits
+
+    def forward(self, waveform: torch.Tensor, num_samples: torch.Tensor):
+        embedding, logits = self.inner(waveform, num_samples)
+        return (embedding, logits) if self.has_logits else (embedding,)
+
+
+def build_manifest(
+    model: ExportableModel,
+    precision: str,
+    report: ParityReport,
+    fused: dict[str, int],
+    graph_inputs: list[str],
+    probe: dict[str, object],
+) -> bundle.Manifest:
+    """The manifest of an exported graph. Its inputs are the graph's own: the exporter drops
+    `num_samples` from a model that never reads it (padding mode "zeros")."""
+    inputs = [bundle.TensorSpec(bundle.WAVEFORM_INPUT, "float32", ["batch", model.window_samples])]
+    if bundle.NUM_SAMPLES_INPUT in graph_inputs:
+        inputs.append(bundle.TensorSpec(bundle.NUM_SAMPLES_INPUT, "int64", ["batch"]))
+    outputs = [bundle.TensorSpec(bundle.EMBEDDING_OUTPUT, "float32", ["batch", model.embedding_dim])]
+    if model.num_labels:
+        outputs.append(bundle.TensorSpec(bundle.LOGITS_OUTPUT, "float32", ["batch", model.num_labels]))
+    return bundle.Manifest(
+        name=model.name,
+        family=model.family,
+        sample_rate=model.sample_rate,
+        window_samples=model.window_samples,
+        hop_samples=model.hop_samples,
+        embedding_dim=model.embedding_dim,
+        num_labels=model.num_labels,
+        precision=precision,
+        padding=model.padding,
+        inputs=inputs,
+        outputs=outputs,
+        tag_activation=model.tag_activation,
+        source=dict(model.source),
+        parity=report.to_json(),
+        probe=probe,
+        providers=provider_options(model.window_samples, precision),
+        notes={
+            **model.notes,
+            **PRECISION_NOTES[precision],
+            "fused_operators": fused or "none: standard ONNX operators only (TensorRT-friendly)",
+        },
+    )
+
+
+PRECISION_NOTES = {
+    "fp32": {},
+    "fp16": {"fp16": "float16 everywhere but the frontend (fbank) and the graph's inputs and outputs"},
+    "int8": {
+        "int8": "ONNX Runtime dynamic quantisation of the weight MatMuls (7-bit int8 weights, activations "
+        "quantised at run time with one scale per batch); frontend, patch-embedding conv and "
+        "attention's activation-by-activation MatMuls stay float. Because the activation scale is "
+        "per batch, a window's output moves within quantisation noise with its batch-mates.",
+        "int8_scheme": INT8_SCHEME_CHOICE,
+    },
+}
+
+
+def provider_options(window_samples: int, precision: str) -> dict[str, dict[str, object]]:
+    """Options the service passes to each ONNX Runtime execution provider for this bundle.
+
+    TensorRT: one optimisation profile for the fixed window (only the batch varies), an engine
+    cache so the engine is built once per machine, fp16 kernels unless the bundle is int8 (dynamic
+    quantisation's integer MatMuls are not TensorRT's; that variant runs its float parts on TensorRT).
+    """
+    low, opt, high = TENSORRT_PROFILE_BATCHES
+
+    def shape(batch: int) -> str:
+        return f"{bundle.WAVEFORM_INPUT}:{batch}x{window_samples},{bundle.NUM_SAMPLES_INPUT}:{batch}"
+
+    return {
+        "tensorrt": {
+            "trt_fp16_enable": precision != "int8",
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": "trt-cache",  # relative to the service's cache directory
+            "trt_profile_min_shapes": shape(low),
+            "trt_profile_opt_shapes": shape(opt),
+            "trt_profile_max_shapes": shape(high),
+        },
+        "cuda": {"cudnn_conv_algo_search": "HEURISTIC"},
+    }

@@ -1,0 +1,59 @@
+"""What a catalog job is asked to do, and what is left of it: the one plan both engines (local, Ray) run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from earshot import bundle as bundle_format
+from earshot.catalog import table
+from earshot.catalog.decoding import file_identity
+from earshot.catalog.inputs import expand_inputs
+
+
+@dataclass(frozen=True)
+class CatalogJob:
+    inputs: list[str]
+    bundle: str
+    out: Path
+    resume: bool = False
+    workers: int | None = None
+    with_windows: bool = False
+    top_k: int = 5
+    flush_rows: int = 256  # rows per part file; a crash loses at most these plus the files in flight
+
+    @property
+    def decode_workers(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a job will write: the bundle, the table layout, and the paths still to do."""
+
+    bundle: bundle_format.Bundle
+    schema: object
+    todo: list[str]
+    skipped: int
+
+
+def plan_job(job: CatalogJob, cache_dir: Path) -> Plan:
+    # the engine (or each Ray actor) verifies the checksums when it loads the bundle
+    loaded = bundle_format.load(bundle_format.resolve(job.bundle, cache_dir), verify=False)
+    schema = table.catalog_schema(loaded.manifest.embedding_dim, job.with_windows)
+    paths = expand_inputs(job.inputs)
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    if not job.resume:
+        table.discard_parts(job.out)  # a fresh run: leftovers of an earlier one are not resumed
+        return Plan(loaded, schema, paths, 0)
+    table.check_resumable(job.out, schema)
+    done = table.done_files(job.out, loaded.name)
+    todo = []
+    for path in paths:
+        previous = done.get(path)
+        size, mtime = file_identity(path)
+        if previous and not previous.failed and (previous.size_bytes, previous.mtime_ns) == (size, mtime):
+            continue
+        todo.append(path)
+    return Plan(loaded, schema, todo, len(paths) - len(todo))

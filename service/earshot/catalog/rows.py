@@ -1,0 +1,49 @@
+"""One catalog row per input file, in the layout of `table.catalog_schema`."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from earshot.catalog.decoding import DecodedFile
+from earshot.engine.pooling import Tag
+
+
+def success_row(
+    decoded: DecodedFile,
+    model: str,
+    embedding: np.ndarray,  # (embedding_dim,)
+    tags: Sequence[Tag],
+    windows: Sequence[tuple[float, float, np.ndarray]] | None,  # (start_s, end_s, embedding) each
+    with_windows: bool,
+) -> dict[str, Any]:
+    row = _base(decoded, model)
+    row["embedding"] = np.asarray(embedding, dtype=np.float32)
+    row["tags"] = [{"label": tag.label, "score": float(tag.score)} for tag in tags]
+    if with_windows:
+        row["windows"] = [
+            {"start_s": float(start), "end_s": float(end), "embedding": np.asarray(vector, dtype=np.float32)}
+            for start, end, vector in windows or []
+        ]
+    return row
+
+
+def error_row(decoded: DecodedFile, model: str, error: str, with_windows: bool) -> dict[str, Any]:
+    row = _base(decoded, model)
+    row.update(embedding=None, tags=None, error=error)
+    if with_windows:
+        row["windows"] = None
+    return row
+
+
+def _base(decoded: DecodedFile, model: str) -> dict[str, Any]:
+    return {
+        "path": decoded.path,
+        "size_bytes": decoded.size_bytes,
+        "mtime_ns": decoded.mtime_ns,
+        "duration_s": decoded.duration_s,
+        "sample_rate": decoded.sample_rate,
+        "model": model,
+        "error": decoded.error,
+    }

@@ -1,0 +1,50 @@
+"""What the engine needs to know, and nothing of HTTP: its own small config.
+
+`Settings.engine_config()` makes one from the service's settings (flags, EARSHOT_* variables); a
+library user or the catalog job builds one directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from earshot.engine.runner import RunnerConfig
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "earshot"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    cache_dir: Path = field(default_factory=_default_cache_dir)  # bundle names resolve in <cache_dir>/bundles
+    # audio intake
+    max_body_bytes: int = 50 * 1024 * 1024  # the largest audio file accepted
+    max_audio_seconds: float = 600.0  # the longest decoded clip accepted
+    decode_threads: int = 2  # threads decoding and resampling audio
+    # requests
+    request_timeout_s: float = 30.0  # a request past it is answered DeadlineExceeded, its windows dropped
+    default_top_k: int = 5  # tags per answer when a call names no top_k
+    # the batcher
+    max_batch_windows: int = 32
+    max_wait_ms: float = 5.0
+    max_queued_windows: int = 4096
+    runner_threads: int = 1  # batches run at once per bundle
+    # ONNX Runtime
+    providers: tuple[str, ...] = ("cpu",)  # in order of preference: tensorrt, cuda, cpu
+    threads: int = 0  # intra-op threads per session; 0 = ONNX Runtime's choice
+    spin_threads: bool = False
+    arithmetic: str = "fast"  # "fast" or "reference" (runner.open_session)
+    self_test_on_failure: str = "refuse"  # "refuse" or "fallback" (self_test.open_runner)
+
+    def runner_config(self) -> RunnerConfig:
+        """The ONNX Runtime side, as every runner (the engine's, a Ray actor's) takes it."""
+        return RunnerConfig(
+            providers=tuple(self.providers),
+            intra_op_threads=self.threads,
+            max_batch_windows=self.max_batch_windows,
+            cache_dir=Path(self.cache_dir),
+            spin_threads=self.spin_threads,
+            arithmetic=self.arithmetic,
+        )
