@@ -48,9 +48,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -486,7 +486,7 @@ def bench_format(server: Server, model: str, fmt: str, waves: list[np.ndarray], 
     for i, fraction in enumerate(sorted(set(args.fractions) | {0.5})):
         rate = fraction * max_rps
         step = run_step(server, model, "open_loop",
-                        lambda: open_loop(url, bodies, windows, rate, args.duration, args.arrival, seed=i))
+                        lambda: open_loop(url, bodies, windows, rate, args.duration, args.arrival, seed=i))  # noqa: B023 (called at once)
         step.offered_requests_per_s = rate
         entry = {"fraction_of_max": fraction, **asdict(step)}
         report["sweep"].append(entry)
@@ -577,7 +577,10 @@ def plot(report: dict, prefix: Path) -> list[str]:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     path = prefix.with_name(prefix.name + "-throughput.png")
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig); written.append(path.name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path.name)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for fmt, result in report["formats"].items():
@@ -593,7 +596,10 @@ def plot(report: dict, prefix: Path) -> list[str]:
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3, which="both")
     path = prefix.with_name(prefix.name + "-latency.png")
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig); written.append(path.name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path.name)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     steps = []
@@ -609,7 +615,10 @@ def plot(report: dict, prefix: Path) -> list[str]:
     ax.set(xlabel="windows per batch (earshot_batch_size buckets)", ylabel="share of batches", title=title)
     ax.legend(fontsize=7)
     path = prefix.with_name(prefix.name + "-batches.png")
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig); written.append(path.name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path.name)
     return written
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from locust import HttpUser, between, constant, task
@@ -35,12 +35,12 @@ MODEL = os.environ.get("EARSHOT_LOCUST_MODEL", "default")
 INPUTS_PER_REQUEST = int(os.environ.get("EARSHOT_LOCUST_INPUTS", "4"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def bodies(seconds: float, fmt: str) -> tuple[payloads.Payload, ...]:
     return tuple(payloads.clips(CLIPS, seconds, fmt))
 
 
-@lru_cache(maxsize=None)
+@cache
 def long_body() -> payloads.Payload:
     return payloads.long_file()
 

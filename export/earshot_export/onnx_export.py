@@ -13,11 +13,11 @@ import onnx
 import torch
 
 from earshot import bundle
+from earshot.engine.self_test import write_probe
 from earshot_export.exportable import ExportableModel
 from earshot_export.fusion import fuse_attention
 from earshot_export.parity import ParityError, ParityReport, check_parity, parity_windows
 from earshot_export.precision import INT8_SCHEME_CHOICE, INT8_SCHEMES, convert_precision
-from earshot.engine.self_test import write_probe
 
 log = logging.getLogger(__name__)
 

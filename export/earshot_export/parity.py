@@ -15,6 +15,7 @@ import torch
 
 from earshot.engine.self_test import cosine_rows  # noqa: F401  (tests import it from here too)
 
+
 def machine_description() -> dict:
     import onnxruntime
 
@@ -32,7 +33,7 @@ TOP1_DECISIVE_MARGIN = 1e-2
 
 
 class ParityError(Exception):
-    def __init__(self, report: "ParityReport"):
+    def __init__(self, report: ParityReport):
         super().__init__(f"exported graph fails parity: {report.summary()}")
         self.report = report
 
@@ -115,7 +116,7 @@ def run_onnx(model_path, waveforms: np.ndarray, num_samples: np.ndarray) -> dict
     names = [output.name for output in session.get_outputs()]
     feeds = {"waveform": waveforms, "num_samples": num_samples}
     feeds = {i.name: feeds[i.name] for i in session.get_inputs()}
-    return dict(zip(names, session.run(None, feeds)))
+    return dict(zip(names, session.run(None, feeds), strict=True))
 
 
 def check_parity(module, model_path, waveforms: np.ndarray, num_samples: np.ndarray, precision: str) -> ParityReport:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import onnx
 
-
 INT8_SCHEME_CHOICE = (
     "int8 weights with reduce_range (7 bits, |q| <= 64) times uint8 activations: exact int32 sums on every x86 CPU "
     "(two products reach at most 2 * 255 * 64 = 32640, inside VPMADDUBSW's int16), so the same graph gives the same "

@@ -157,7 +157,7 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Manifest":
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
         if data.get("format") != FORMAT:
             raise BundleError(f"unsupported bundle format {data.get('format')!r}; expected {FORMAT!r}")
         try:

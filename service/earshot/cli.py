@@ -11,8 +11,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from earshot import __version__
 
@@ -136,55 +137,25 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 # -- export ------------------------------------------------------------------------------------
+EXPORT_COMMANDS = "earshot.commands"  # entry-point group the export part (export/pyproject.toml) fills
+
+
 def run_export(args: argparse.Namespace) -> int:
-    if args.source.startswith("yamnet:"):  # ONNX graph surgery, part of the serving install
+    """yamnet: sources are built here (ONNX only); every other source by the export part, found by
+    its entry point, so the serving part never imports PyTorch or the exporter."""
+    if args.source.startswith("yamnet:"):
         return export_yamnet(args.source.partition(":")[2], args)
-    try:
-        from earshot_export.sources import ExportOptions, SourceError, load_torch_model, parse_source
-    except ImportError as error:  # a serving-only install
+    from importlib.metadata import entry_points
+
+    found = [point for point in entry_points(group=EXPORT_COMMANDS) if point.name == "export"]
+    if not found:  # a serving-only install
         print(
-            f"earshot export: {args.source} needs the export part (PyTorch, transformers), not installed here "
-            f"({error}); install it with: pip install -e ./models -e ./export (from a checkout of earshot)",
+            f"earshot export: {args.source} needs the export part (PyTorch, transformers), which is not installed "
+            "here; install it with: pip install -e ./models -e ./export (from a checkout of earshot)",
             file=sys.stderr,
         )
         return EXIT_USAGE
-
-    try:
-        scheme, reference = parse_source(args.source)
-    except SourceError as error:
-        print(f"earshot export: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    if scheme == "yamnet":
-        return export_yamnet(reference, args)
-
-    options = ExportOptions(
-        name=args.name,
-        labels_file=args.labels_file,
-        window_seconds=args.window_seconds,
-        num_heads=args.num_heads,
-        fstride=args.fstride,
-        tstride=args.tstride,
-        input_tdim=args.input_tdim,
-        prompt=args.prompt,
-    )
-    from earshot_export.onnx_export import export_bundle
-    from earshot_export.parity import ParityError
-    from earshot_models.checkpoints import CheckpointError
-
-    try:
-        model = load_torch_model(scheme, reference, options)
-        clips = [read_parity_clip(path, model.sample_rate) for path in args.parity_audio]
-        built = export_bundle(
-            model, args.out, args.precision or "fp32", parity_audio=clips, overwrite=args.force, fuse=args.fuse
-        )
-    except ParityError as error:
-        print(f"earshot export: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except (CheckpointError, SourceError, FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"earshot export: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    print(json.dumps({**built.manifest.summary(), "path": str(built.path), "parity": built.manifest.parity}))
-    return EXIT_OK
+    return int(found[0].load()(args))
 
 
 def export_yamnet(reference: str, args: argparse.Namespace) -> int:
@@ -213,13 +184,6 @@ def export_yamnet(reference: str, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(json.dumps({**built.manifest.summary(), "path": str(built.path), "parity": built.manifest.parity}))
     return EXIT_OK
-
-
-def read_parity_clip(path: Path, sample_rate: int):
-    from earshot.engine.audio import AudioLimits, decode
-
-    limits = AudioLimits(max_bytes=1 << 31, max_seconds=24 * 3600)
-    return decode(path.read_bytes(), sample_rate, limits).waveform
 
 
 # -- models ------------------------------------------------------------------------------------

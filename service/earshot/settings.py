@@ -7,11 +7,10 @@ Every setting can be given as a command-line flag or as an environment variable 
 from __future__ import annotations
 
 from pathlib import Path
-
-from pydantic import Field
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from pydantic import field_validator
 from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from earshot.engine.config import EngineConfig
 
@@ -76,7 +75,7 @@ class Settings(BaseSettings):
         values = {name: getattr(self, name) for name in EngineConfig.__dataclass_fields__}
         values["providers"] = tuple(self.providers)
         values.update(overrides)
-        return EngineConfig(**values)  # type: ignore[arg-type]
+        return EngineConfig(**values)
 
     @field_validator("bundles", "api_keys", "providers", mode="before")
     @classmethod

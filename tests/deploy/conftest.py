@@ -6,9 +6,8 @@ import shutil
 import sysconfig
 from pathlib import Path
 
-import pytest
-
 import dockerfile_model
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"

@@ -10,9 +10,9 @@ import json
 import subprocess
 from pathlib import Path
 
+import dockerfile_model
 import pytest
 
-import dockerfile_model
 from conftest import COMPOSE_FILE, DASHBOARD_FILE, REPO_ROOT, require
 
 PROFILES = ((), ("gpu",))

@@ -17,9 +17,9 @@ import sys
 import tomllib
 from pathlib import Path
 
+import dockerfile_model
 import pytest
 
-import dockerfile_model
 from conftest import DOCKERFILE, DOCKERIGNORE, REPO_ROOT, require
 from earshot import bundle as bundle_format
 from earshot.settings import Settings

@@ -19,14 +19,15 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import dockerfile_model
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import dockerfile_model
 from conftest import ADAPTER_VALUES, DASHBOARD_FILE, KUBERNETES_DIR, REPO_ROOT, require
 
 AUDIO_DIR = REPO_ROOT / ".." / "shared" / "audio"

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import dockerfile_model
 import pytest
 
-import dockerfile_model
 from conftest import ADAPTER_VALUES, KUBERNETES_DIR, require
 
 require("yaml")

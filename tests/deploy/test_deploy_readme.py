@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import dockerfile_model
+
 from conftest import DEPLOY_DIR, REPO_ROOT
 
 README = DEPLOY_DIR / "README.md"

@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
 
 from earshot.engine import int8
 from earshot.engine.runner import RunnerConfig
 from earshot.engine.self_test import open_runner
-import onnxruntime as ort
-import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # the model tests' helpers
 from ast_fixtures import TINY, randomise_unit_scale  # noqa: E402

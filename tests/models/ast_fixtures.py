@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 import variant_references
 
 SAMPLE_RATE = 16000

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 import variant_references
 
 SAMPLE_RATE = 48000

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from ast_fixtures import CLIPS, TINY, randomise_unit_scale, read_clip
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from ast_fixtures import CLIPS, NON_DEFAULT, TINY, randomise_unit_scale, window_batch
+
 from earshot_models.checkpoints.ast import read_hf_checkpoint
 
 LOGITS_TOLERANCE = 1e-4  # given the same features

@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
 from beats_fixtures import GOLDEN_FRAMES, GOLDEN_PATCH_FRAMES, GOLDEN_SAMPLES, golden_paths, load_golden
+
 from earshot_models.beats import BeatsEncoder, BeatsWaveformModel, beats_fbank
 from earshot_models.beats.rel_pos import relative_position_buckets
 from earshot_models.checkpoints.beats import read_beats_checkpoint
@@ -93,7 +93,7 @@ def test_a_padded_window_gives_what_the_clip_alone_gives(golden_dir, golden):
         alone = short_model(wave, full(3, clip_samples))
         masked = long_model(padded, full(3, clip_samples))
         unmasked = long_model(padded, full(3, padded.shape[1]))
-    for got, expected in zip(masked, alone):
+    for got, expected in zip(masked, alone, strict=True):
         torch.testing.assert_close(got, expected, rtol=0, atol=2e-5)
     assert (unmasked[1] - alone[1]).abs().max() > 1e-2  # the mask matters: silence tokens move the logits
 

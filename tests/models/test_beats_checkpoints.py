@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 import pytest
-
+import torch
 from beats_fixtures import NON_DEFAULT_CFG, beats_layout, golden_paths, write_beats_file
+
 from earshot_models.checkpoints import CheckpointError
 from earshot_models.checkpoints.beats import read_beats_checkpoint
 

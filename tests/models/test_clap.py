@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
 from ast_fixtures import window_batch
 from clap_fixtures import UNFUSED_EXTRACTOR, make_clap_dir, read_clip
+
 from earshot_models.checkpoints.clap import read_clap_checkpoint, with_window
 from earshot_models.clap.config import CLAP_UNFUSED_FRONTEND
 from earshot_models.clap.frontend import ClapFrontend

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from clap_fixtures import make_clap_dir
+
 from earshot_models.checkpoints import CheckpointError
 from earshot_models.checkpoints.clap import read_clap_checkpoint
 

@@ -7,11 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from ast_fixtures import CLIPS, window_batch
 
 from earshot_models.config import AST_FBANK
 from earshot_models.frontend.kaldi_fbank import KaldiFbank, kaldi_mel_banks
-
-from ast_fixtures import CLIPS, window_batch
 
 TOLERANCE = 1e-3  # absolute, after normalisation
 # transformers warns that Kaldi's lowest mel triangles (narrower than one FFT bin) are all zero: they are, in Kaldi too.
@@ -37,7 +36,7 @@ def test_matches_ast_feature_extractor_batched(clips, force_numpy_feature_extrac
     expected = reference_features(waves, force_numpy_feature_extractor)
     assert ours.shape == expected.shape == (len(waves), 1024, 128)
     error = np.abs(ours - expected).max(axis=(1, 2))
-    assert (error < TOLERANCE).all(), dict(zip(CLIPS, error))
+    assert (error < TOLERANCE).all(), dict(zip(CLIPS, error, strict=True))
     # The padded rows are AST's: log-mel 0, normalised.
     padded_value = (0.0 - AST_FBANK.norm_mean) / (2 * AST_FBANK.norm_std)
     short = CLIPS.index("speech_french.ogg")

@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-
 from ast_fixtures import CLIPS, NON_DEFAULT, window_batch
+
 from earshot_models.checkpoints.ast import read_hf_checkpoint
 
 TOLERANCE = 1e-4

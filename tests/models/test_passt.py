@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 import variant_references as ref
+
 from earshot_models.checkpoints import CheckpointError
 from earshot_models.checkpoints.passt import read_passt
 

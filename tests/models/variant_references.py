@@ -93,7 +93,7 @@ def passt_mel(wave: np.ndarray) -> np.ndarray:
 def _blocks(x: torch.Tensor, state: dict, prefix: str, heads: int) -> torch.Tensor:
     depth = len({m.group(1) for k in state if (m := re.fullmatch(rf"{re.escape(prefix)}blocks\.(\d+)\..*", k))})
     for i in range(depth):
-        p = lambda name: state[f"{prefix}blocks.{i}.{name}"]  # noqa: E731
+        p = lambda name: state[f"{prefix}blocks.{i}.{name}"]  # noqa: E731, B023 (used in this iteration only)
         h = F.layer_norm(x, x.shape[-1:], p("norm1.weight"), p("norm1.bias"), eps=1e-6)
         batch, tokens, dim = h.shape
         qkv = F.linear(h, p("attn.qkv.weight"), p("attn.qkv.bias")).reshape(batch, tokens, 3, heads, dim // heads)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import AsyncIterator, Sequence
 
 import httpx
 import pytest
+from small_bundles import write_slow_bundle, write_tiny_bundle
 
 from earshot import bundle as bundle_format
 from earshot.api.app import create_app
 from earshot.engine.config import EngineConfig
 from earshot.settings import Settings
-from small_bundles import write_slow_bundle, write_tiny_bundle
 
 
 @pytest.fixture

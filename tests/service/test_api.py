@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from metrics_text import names, sample
+from small_bundles import tiny_reference
 
 from conftest import make_settings, serving
 from earshot.api.app import create_app
 from earshot.engine.audio import AudioLimits, decode
 from earshot.engine.windows import cut, window_spec
-from metrics_text import names, sample
-from small_bundles import tiny_reference
 
 pytestmark = pytest.mark.anyio
 AUDIO_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "audio"
@@ -133,7 +133,7 @@ async def test_fifty_concurrent_requests_share_batches(tiny_bundle, tmp_path) ->
               for p in requests)
         )
         after = (await client.get("/metrics")).text
-    for path, response in zip(requests, responses):
+    for path, response in zip(requests, responses, strict=True):
         assert response.status_code == 200, response.text
         np.testing.assert_allclose(response.json()["embedding"], expected[path.name], rtol=1e-5, atol=1e-5)
 
@@ -192,7 +192,7 @@ async def test_the_openai_client_gets_embeddings(tiny_bundle, tmp_path) -> None:
                 await api.embeddings.create(model="nope", input=uris[:1])
     for response in (as_floats, as_base64):
         assert response.model == "tiny" and [item.index for item in response.data] == [0, 1]
-        for item, path in zip(response.data, paths):
+        for item, path in zip(response.data, paths, strict=True):
             np.testing.assert_allclose(item.embedding, _expected_embedding(tiny_bundle, path), rtol=1e-5, atol=1e-5)
     assert [model.id for model in listed.data] == ["tiny"]
 

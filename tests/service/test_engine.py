@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from small_bundles import LABELS, SAMPLE_RATE, tiny_reference
 
 from conftest import make_config
 from earshot import bundle as bundle_format
 from earshot.engine import Engine
+from earshot.engine.errors import DeadlineExceeded, Draining, NotReady, QueueFull, UnknownModel
 from earshot.engine.pooling import tag_scores
 from earshot.engine.windows import cut, window_spec
-from earshot.engine.errors import DeadlineExceeded, Draining, NotReady, QueueFull, UnknownModel
-from small_bundles import LABELS, SAMPLE_RATE, tiny_reference
 
 pytestmark = pytest.mark.anyio
 AUDIO_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "audio"
@@ -63,7 +63,7 @@ async def test_batched_results_equal_results_alone(tiny_bundle, tmp_path) -> Non
         batches = engine.batches_run("tiny")
     windows = sum(result.num_windows for result in together)
     assert batches < windows / 2, "concurrent requests should share batches"
-    for one, shared, clip in zip(alone, together, clips):
+    for one, shared, clip in zip(alone, together, clips, strict=True):
         np.testing.assert_allclose(shared.embedding, one.embedding, atol=1e-5)
         np.testing.assert_allclose(shared.embedding, _expected(tiny_bundle, clip)[0].mean(axis=0), atol=1e-5)
 
@@ -155,7 +155,7 @@ async def test_every_clip_embeds_and_variants_of_one_loop_agree(tiny_bundle, tmp
             assert result.duration_s == pytest.approx(1.7533, abs=0.001)
             embeddings.append(result.embedding / np.linalg.norm(result.embedding))
     cosine = np.stack(embeddings) @ embeddings[-1]
-    assert cosine.min() >= 0.99, dict(zip((p.name for p in variants), cosine.round(4)))
+    assert cosine.min() >= 0.99, dict(zip((p.name for p in variants), cosine.round(4), strict=True))
 
 
 def test_tag_activations() -> None:

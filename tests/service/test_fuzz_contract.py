@@ -30,9 +30,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -43,7 +44,6 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-
 from small_bundles import EMBEDDING_DIM, write_tiny_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

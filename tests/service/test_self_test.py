@@ -7,20 +7,20 @@ import contextlib
 import dataclasses
 import logging
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import httpx
 import numpy as np
 import onnx
 import pytest
+from small_bundles import LABELS, _tiny_graph, write_tiny_bundle
 
+from conftest import make_settings
 from earshot import bundle as bundle_format
 from earshot.api.app import create_app
-from earshot.engine.self_test import SelfTestFailed, open_runner, read_probe
 from earshot.api.lifecycle import State
-from conftest import make_settings
-from small_bundles import LABELS, _tiny_graph, write_tiny_bundle
+from earshot.engine.self_test import SelfTestFailed, open_runner, read_probe
 
 pytestmark = pytest.mark.anyio
 

@@ -9,12 +9,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
-
 from metrics_text import sample
 
 pytestmark = pytest.mark.anyio

@@ -163,7 +163,7 @@ def _fold_pos_conv(state: Mapping[str, torch.Tensor], where: str) -> dict[str, t
     ):
         if g_key in state and v_key in state:
             g, v = state.pop(g_key), state.pop(v_key)
-            if g.dim() != v.dim() or any(a not in (1, b) for a, b in zip(g.shape, v.shape)):
+            if g.dim() != v.dim() or any(a not in (1, b) for a, b in zip(g.shape, v.shape, strict=True)):
                 raise CheckpointError(f"{where}: {g_key} {list(g.shape)} does not fit {v_key} {list(v.shape)}")
             state[FOLDED_POS_CONV_WEIGHT] = fold_weight_norm(g.double(), v.double()).float()
             return state

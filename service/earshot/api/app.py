@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from fastapi import FastAPI
 
 from earshot import __version__
 from earshot.api import errors
+from earshot.api.lifecycle import Lifecycle
 from earshot.api.middleware import ServiceMiddleware
 from earshot.api.routes import embed, openai, probes
 from earshot.engine.engine import BundleReference
-from earshot.api.lifecycle import Lifecycle
 from earshot.settings import Settings
 
 

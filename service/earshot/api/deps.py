@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from earshot.api.lifecycle import Lifecycle
 from earshot.api.serving import Serving
 from earshot.engine.errors import NotReady, Unauthorized
-from earshot.api.lifecycle import Lifecycle
 from earshot.settings import Settings
 
 
@@ -21,7 +21,7 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.lifecycle.settings
 
 
-def get_serving(lifecycle: "LifecycleDep") -> Serving:
+def get_serving(lifecycle: LifecycleDep) -> Serving:
     if lifecycle.engine is None or not lifecycle.engine.ready:
         raise NotReady("the server is still loading its models")
     return Serving(lifecycle.engine)

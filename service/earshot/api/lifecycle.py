@@ -10,7 +10,7 @@ import asyncio
 import enum
 import logging
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from earshot import metrics
 from earshot.engine import Engine
@@ -54,7 +54,7 @@ class Lifecycle:
             if bundles is None:
                 from earshot.api.bundles import resolve_bundles
 
-                bundles = await asyncio.to_thread(resolve_bundles, self.settings)
+                bundles = list(await asyncio.to_thread(resolve_bundles, self.settings))
             engine = Engine(bundles, self.settings.engine_config())
             self.engine = engine
             began = time.perf_counter()

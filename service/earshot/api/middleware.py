@@ -10,8 +10,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from earshot import metrics
 from earshot.api.errors import error_response
-from earshot.engine.errors import Draining, NotReady, SelfTestFailedError
 from earshot.api.lifecycle import Lifecycle, State
+from earshot.engine.errors import Draining, NotReady, SelfTestFailedError
 
 # Paths that answer whatever the state: probes, metrics, docs.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})

@@ -82,7 +82,7 @@ class ModelCard(BaseModel):
     num_labels: int
     providers: list[str]
     default: bool
-    self_test: "SelfTestOut"
+    self_test: SelfTestOut
 
 
 class SelfTestOut(BaseModel):

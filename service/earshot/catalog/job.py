@@ -9,18 +9,14 @@ always has windows to pack: inference never waits on decoding. The engine is the
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import multiprocessing
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
-from earshot import bundle as bundle_format
 from earshot.catalog import table
 from earshot.catalog.decoding import DecodedFile, decode_path, exit_with_parent
 from earshot.catalog.plan import CatalogJob, Plan, plan_job

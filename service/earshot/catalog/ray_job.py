@@ -23,8 +23,8 @@ from earshot.catalog.decoding import DecodedFile, decode_path
 from earshot.catalog.plan import CatalogJob, plan_job
 from earshot.catalog.progress import Progress, Summary
 from earshot.catalog.rows import error_row, success_row
-from earshot.engine.pooling import mean_pool, tag_scores, top_k
 from earshot.engine.config import EngineConfig
+from earshot.engine.pooling import mean_pool, tag_scores, top_k
 from earshot.engine.self_test import open_runner
 from earshot.engine.windows import cut, window_spec
 from earshot.settings import Settings
@@ -48,7 +48,7 @@ def run_on_ray(job: CatalogJob, settings: Settings) -> Summary:
     writer = table.PartWriter(job.out, plan.schema)
     progress = Progress(len(plan.todo), summary)
     if plan.todo:
-        dataset = ray.data.from_items([{"path": path} for path in plan.todo])
+        dataset: Any = ray.data.from_items([{"path": path} for path in plan.todo])
         dataset = dataset.map(_DecodeTask(plan.bundle.manifest.sample_rate))
         dataset = dataset.map_batches(
             EmbedActor,

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -122,7 +123,7 @@ def compact(out: Path, schema: pa.Schema) -> int:
     temporary = out.with_name("." + out.name + ".compacting")
     rows = 0
     with pq.ParquetWriter(temporary, schema) as writer:
-        for source, mask in zip(sources, keep):
+        for source, mask in zip(sources, keep, strict=True):
             for batch in _filtered_batches(source, mask):
                 writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
                 rows += batch.num_rows

@@ -28,7 +28,7 @@ from earshot.default_model.config import FRONTEND, FrontendConfig
 IR_VERSION = 10  # ONNX Runtime 1.20+ reads it (onnx 1.23 would write 14 by default)
 
 
-def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     return 2595.0 * np.log10(1.0 + hz / 700.0)  # HTK
 
 

@@ -17,9 +17,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from earshot.bundle import EMBEDDING_OUTPUT, LOGITS_OUTPUT, WAVEFORM_INPUT
-from earshot.engine.int8 import is_weight_quantize, quantize_constant
 from earshot.default_model.config import FRONTEND, SOURCE, FrontendConfig, SourceGraphConfig
 from earshot.default_model.frontend import IR_VERSION, frontend_nodes
+from earshot.engine.int8 import is_weight_quantize, quantize_constant
 
 VARIANTS = ("int8", "float")
 BATCH = "batch"

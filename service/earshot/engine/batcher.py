@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from earshot import metrics
+from earshot.engine.errors import DeadlineExceeded, Draining, InferenceFailed, QueueFull
 from earshot.engine.runner import BatchOutput, Runner
 from earshot.engine.windows import Windows
-from earshot.engine.errors import DeadlineExceeded, Draining, InferenceFailed, QueueFull
 
 log = logging.getLogger(__name__)
 

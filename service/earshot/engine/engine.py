@@ -13,9 +13,9 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -23,12 +23,12 @@ from earshot import bundle as bundle_format
 from earshot import metrics
 from earshot.engine.audio import Audio, AudioLimits, decode
 from earshot.engine.batcher import Batcher, BatcherConfig, JobResult
+from earshot.engine.config import EngineConfig
+from earshot.engine.errors import DeadlineExceeded, Draining, EmptyAudio, NotReady, UnknownModel
 from earshot.engine.pooling import Tag, mean_pool, tag_scores, top_k
 from earshot.engine.runner import Runner
 from earshot.engine.self_test import SelfTestFailed, SelfTestResult, open_runner
 from earshot.engine.windows import Windows, WindowSpec, cut, window_spec
-from earshot.engine.errors import DeadlineExceeded, Draining, EmptyAudio, NotReady, UnknownModel
-from earshot.engine.config import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Engine:
         self._limits = AudioLimits(max_bytes=self.config.max_body_bytes, max_seconds=self.config.max_audio_seconds)
 
     # -- life cycle ---------------------------------------------------------------------------------
-    async def __aenter__(self) -> "Engine":
+    async def __aenter__(self) -> Engine:
         await self.start()
         return self
 

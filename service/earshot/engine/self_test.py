@@ -39,7 +39,7 @@ ON_FAILURE = ("refuse", "fallback")
 class SelfTestFailed(Exception):
     """A runner whose outputs on the bundle's probe are not the ones the bundle says it must give."""
 
-    def __init__(self, result: "SelfTestResult") -> None:
+    def __init__(self, result: SelfTestResult) -> None:
         super().__init__(result.message)
         self.result = result
 
@@ -103,7 +103,7 @@ def reference_outputs(model_path: Path, precision: str, waveform: np.ndarray, nu
     session, _ = open_session(model_path, precision, providers=["CPUExecutionProvider"], arithmetic="reference")
     names = [output.name for output in session.get_outputs()]
     feeds = {bundle_format.WAVEFORM_INPUT: waveform, bundle_format.NUM_SAMPLES_INPUT: num_samples}
-    outputs = dict(zip(names, session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})))
+    outputs = dict(zip(names, session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()}), strict=True))
     return outputs[bundle_format.EMBEDDING_OUTPUT], outputs.get(bundle_format.LOGITS_OUTPUT)
 
 

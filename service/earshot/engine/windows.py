@@ -112,4 +112,5 @@ def _pad(waveform: np.ndarray, before: int, after: int, edge: str) -> np.ndarray
     """(before + samples + after,) float32: the clip padded with zeros, or reflected about its end samples
     (numpy reflects again and again where the padding is longer than the clip)."""
     mode = "reflect" if edge == "reflect" else "constant"
-    return np.pad(np.asarray(waveform, dtype=np.float32), (before, after), mode=mode)
+    padded: np.ndarray = np.pad(np.asarray(waveform, dtype=np.float32), (before, after), mode=mode)  # type: ignore[call-overload]
+    return padded

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
@@ -35,7 +35,7 @@ _BODY_DOC = {
         },
     }
 }
-_ERRORS_DOC = {
+_ERRORS_DOC: dict[int | str, dict[str, Any]] = {
     status: {"model": schemas.ErrorResponse}
     for status in (400, 401, 404, 413, 415, 422, 429, 503, 504)
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 
 from earshot.api import schemas
@@ -10,7 +12,7 @@ from earshot.api.disconnect import unless_disconnected
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Authenticated])
 
-_ERRORS_DOC = {
+_ERRORS_DOC: dict[int | str, dict[str, Any]] = {
     status: {"model": schemas.ErrorResponse}
     for status in (400, 401, 404, 413, 415, 422, 429, 503, 504)
 }

@@ -8,8 +8,8 @@ from earshot import metrics
 from earshot.api import schemas
 from earshot.api.deps import LifecycleDep
 from earshot.api.errors import error_response
-from earshot.engine.errors import Draining, NotReady, SelfTestFailedError
 from earshot.api.lifecycle import State
+from earshot.engine.errors import Draining, NotReady, SelfTestFailedError
 
 router = APIRouter(tags=["probes"])
 
