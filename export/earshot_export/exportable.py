@@ -15,7 +15,8 @@ class ExportableModel:
     """A loaded checkpoint, ready for `earshot export`.
 
     module.forward(waveform, num_samples) -> (embedding, logits | None)
-      waveform    float32 [batch, window_samples], mono at sample_rate, full scale 1.0
+      waveform    float32 [batch, window_samples], mono at sample_rate, full scale 1.0 (exported
+                  models read no context around their window: the bundle's input_samples is the window)
       num_samples int64   [batch], real samples at the start of each window (the rest is zeros)
       embedding   float32 [batch, embedding_dim]
       logits      float32 [batch, num_labels] (None where the model has no tagging head)

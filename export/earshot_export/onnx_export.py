@@ -22,7 +22,6 @@ from earshot_export.precision import INT8_SCHEME_CHOICE, INT8_SCHEMES, convert_p
 log = logging.getLogger(__name__)
 
 OPSET = 17  # LayerNormalization is a single op from 17 on; TensorRT 8.6+ and ORT 1.16+ read it
-TENSORRT_PROFILE_BATCHES = (1, 8, 32)  # min / opt / max batch of the TensorRT optimisation profile
 
 
 def export_bundle(
@@ -156,7 +155,6 @@ def build_manifest(
         source=dict(model.source),
         parity=report.to_json(),
         probe=probe,
-        providers=provider_options(model.window_samples, precision),
         notes={
             **model.notes,
             **PRECISION_NOTES[precision],
@@ -176,28 +174,3 @@ PRECISION_NOTES = {
         "int8_scheme": INT8_SCHEME_CHOICE,
     },
 }
-
-
-def provider_options(window_samples: int, precision: str) -> dict[str, dict[str, object]]:
-    """Options the service passes to each ONNX Runtime execution provider for this bundle.
-
-    TensorRT: one optimisation profile for the fixed window (only the batch varies), an engine
-    cache so the engine is built once per machine, fp16 kernels unless the bundle is int8 (dynamic
-    quantisation's integer MatMuls are not TensorRT's; that variant runs its float parts on TensorRT).
-    """
-    low, opt, high = TENSORRT_PROFILE_BATCHES
-
-    def shape(batch: int) -> str:
-        return f"{bundle.WAVEFORM_INPUT}:{batch}x{window_samples},{bundle.NUM_SAMPLES_INPUT}:{batch}"
-
-    return {
-        "tensorrt": {
-            "trt_fp16_enable": precision != "int8",
-            "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": "trt-cache",  # relative to the service's cache directory
-            "trt_profile_min_shapes": shape(low),
-            "trt_profile_opt_shapes": shape(opt),
-            "trt_profile_max_shapes": shape(high),
-        },
-        "cuda": {"cudnn_conv_algo_search": "HEURISTIC"},
-    }

@@ -1,6 +1,6 @@
 """The model bundle: the one seam between where bundles are made and where they are served.
 
-A bundle is a directory (DESIGN.md section 2):
+A bundle is a directory (README, "Model bundles and families"):
 
     <bundle>/
       manifest.json   format "earshot-bundle/1", names, shapes, window, labels, checksums, parity

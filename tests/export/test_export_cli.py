@@ -61,9 +61,7 @@ def test_export_writes_a_verified_bundle_that_passes_parity(checkpoint, audio_di
         assert manifest.parity["max_logits_abs_diff"] <= 1e-4
     else:
         assert manifest.parity["min_embedding_cosine"] >= 0.99 and manifest.parity["top1_agreement"] == 1.0
-    trt = manifest.providers["tensorrt"]
-    assert trt["trt_fp16_enable"] is (precision != "int8") and trt["trt_engine_cache_enable"] is True
-    assert f"waveform:1x{manifest.window_samples}" in trt["trt_profile_min_shapes"]
+    assert manifest.providers == {}  # deployment options are the runner's (engine/runner.py), not the bundle's
     assert manifest.source["sha256"] == bundle.sha256_file(checkpoint / "model.safetensors")
     # the self-test probe, computed with the reference arithmetic, passes on this machine's runner
     assert manifest.probe["file"] in manifest.files and manifest.probe["windows"] == 3

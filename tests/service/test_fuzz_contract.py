@@ -1,4 +1,4 @@
-"""Fuzzing the HTTP contract (DESIGN.md section 3) against the real server: `earshot serve` on
+"""Fuzzing the HTTP contract (README, "Using the API") against the real server: `earshot serve` on
 127.0.0.1 with a tiny bundle, schemathesis driven by the server's own /openapi.json.
 
 Every operation gets schemathesis' coverage cases (boundary and missing values, wrong types,
@@ -63,7 +63,7 @@ MUTATED_CLIPS = [
     "variant_mono_48k.opus.ogg", "variant_aiff.aiff",
 ]  # fmt: skip  # one of each container the decoder reads
 
-# Statuses an error may have (DESIGN.md section 3); the 5xx ones fail this test all the same.
+# Statuses an error may have (README, "Using the API"); the 5xx ones fail this test all the same.
 CONTRACT_ERROR_STATUSES = frozenset({400, 401, 404, 405, 413, 415, 422, 429, 499, 500, 503, 504})
 INFERENCE_OPERATIONS = ("POST /v1/embed", "POST /v1/embeddings")  # answers carry the timing headers
 TIMING_HEADERS = ("x-queue-time-ms", "x-inference-time-ms")

@@ -20,8 +20,8 @@
     they are arguments (AST's defaults: 10, 10, 128 x 1024, embed_dim / 64 heads), and a position
     table that does not fit them is reported as such. LayerNorm eps are timm's 1e-6 and torch's
     1e-5 (mlp_head). Labels: the .pth carries none; they come from a labels list the caller reads
-    from a file, or are `class_<i>` when none is given (AudioSet's 527 display names are not
-    shipped here).
+    from a file; without one the exporter names a 527-class head with AudioSet's display names
+    (earshot_export/audioset_labels.csv) and any other head `class_<i>`.
 """
 
 from __future__ import annotations

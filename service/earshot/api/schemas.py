@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (DESIGN.md section 3), as pydantic models."""
+"""Request and response bodies of the HTTP API (the public contract: README, "Using the API"), as pydantic models."""
 
 from __future__ import annotations
 

@@ -23,8 +23,8 @@ from earshot.catalog.decoding import DecodedFile, decode_path
 from earshot.catalog.plan import CatalogJob, plan_job
 from earshot.catalog.progress import Progress, Summary
 from earshot.catalog.rows import error_row, success_row
+from earshot.engine.assembly import assemble_clip, run_in_batches
 from earshot.engine.config import EngineConfig
-from earshot.engine.pooling import mean_pool, tag_scores, top_k
 from earshot.engine.self_test import open_runner
 from earshot.engine.windows import cut, window_spec
 from earshot.settings import Settings
@@ -130,22 +130,10 @@ class EmbedActor:
         if decoded.error is not None or waveform is None:
             return error_row(decoded, name, decoded.error or "no audio", self.with_windows)
         windows = cut(waveform, self.spec)
-        embeddings, logits = [], []
-        for start in range(0, len(windows), self.max_batch):  # (batch, window_samples) per run
-            output = self.runner.run(
-                windows.samples[start : start + self.max_batch], windows.num_samples[start : start + self.max_batch]
-            )
-            embeddings.append(output.embedding)
-            if output.logits is not None:
-                logits.append(output.logits)
-        embedding = np.concatenate(embeddings)  # (n_windows, embedding_dim)
-        manifest = self.bundle.manifest
-        scores = tag_scores(np.concatenate(logits), manifest.tag_activation) if logits else None
-        tags = top_k(mean_pool(scores), self.bundle.labels, self.k) if scores is not None else []
-        per_window = [
-            (windows.start_s[i], windows.end_s[i], embedding[i]) for i in range(len(windows))
-        ] if self.with_windows else None
-        return success_row(decoded, name, mean_pool(embedding), tags, per_window, self.with_windows)
+        output = run_in_batches(self.runner, windows, self.max_batch)
+        clip = assemble_clip(self.bundle, output.embedding, output.logits, windows, self.k, self.with_windows)
+        per_window = [(w.start_s, w.end_s, w.embedding) for w in clip.windows] if clip.windows is not None else None
+        return success_row(decoded, name, clip.embedding, clip.tags, per_window, self.with_windows)
 
 
 def _missing(value: Any) -> bool:

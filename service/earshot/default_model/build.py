@@ -28,28 +28,6 @@ PRECISION = {"int8": "int8", "float": "fp32"}
 # clip, the clip's reflection, as torch.stft(center=True) pads a whole clip.
 CONTEXT = bundle.Context(before=FRONTEND.context_before, after=FRONTEND.context_after, edge="reflect")
 
-# Measured on 2026-11-24 on the dev machine (x86-64, 2 threads, ONNX Runtime 1.31.1) with
-# loadtest/bench_yamnet.py, and on the 17 real clips of ../shared/audio (277 windows) against the
-# reference pipelines of tests/export/test_yamnet.py. Written into every manifest's notes.
-MEASURED = {
-    "windows_per_s_2_threads": {
-        "int8": {"batch 1": 2971, "batch 8": 3936, "batch 32": 3781, "batch 128": 3417},
-        "float": {"batch 1": 1925, "batch 8": 2085, "batch 32": 2105, "batch 128": 1828},
-        "source graph alone, uint8 patches, no frontend": {"batch 1": 5164},
-    },
-    "int8_vs_reference": (
-        "per window, against the same computation in float64 numpy + the source graph: embedding cosine "
-        "min 0.979, mean 0.998 (1.0 given the same uint8 input); against torch_audioset's whole-clip reference "
-        "patch by patch (259 patches of the 10 clips long enough for one): per-window cosine min 0.986, mean "
-        "0.998 (7 below 0.99: one-step uint8 flips from float32 arithmetic; torch_audioset's own float32 "
-        "torch.stft is as far from float64), clip embedding over the same patches min 0.9975, same top-1 tag "
-        "on 10 of 10 clips; before windows carried context: min 0.834, mean 0.977, clip 0.989, top-1 9 of 10"
-    ),
-    "float_vs_reference": (
-        "QDQ pairs stripped: per window against the same computation, embedding cosine min 0.325 (silence), "
-        "mean 0.974; top-1 tag changed on 4 of 17 clips, the top-3 list on 11"
-    ),
-}
 # The self-test's tolerance for the int8 variant, per probe window, embedding and logits cosine to
 # the reference (Q/DQ as float arithmetic). Exact integer kernels (VNNI, or the u8 form on AVX2)
 # land at 0.9913-0.9988 on the probe's three windows: float Q/DQ rounds a few activations one
@@ -200,7 +178,6 @@ def _notes(variant: str) -> dict:
         "variant": variant,
         "variant_choice": VARIANT_CHOICE,
         "int8_arithmetic": INT8_ARITHMETIC if variant == "int8" else "float32",
-        "measured": MEASURED,
         "window_edges": (
             "each window comes with 200 samples of the clip before it and 40 after it (manifest context, edge "
             "'reflect'), the reach of its first and last STFT frames, so its frames are torch_audioset's frames "

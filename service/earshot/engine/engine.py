@@ -21,11 +21,12 @@ import numpy as np
 
 from earshot import bundle as bundle_format
 from earshot import metrics
+from earshot.engine.assembly import WindowResult, assemble_clip
 from earshot.engine.audio import Audio, AudioLimits, decode
 from earshot.engine.batcher import Batcher, BatcherConfig, JobResult
 from earshot.engine.config import EngineConfig
 from earshot.engine.errors import DeadlineExceeded, Draining, EmptyAudio, NotReady, UnknownModel
-from earshot.engine.pooling import Tag, mean_pool, tag_scores, top_k
+from earshot.engine.pooling import Tag
 from earshot.engine.runner import Runner
 from earshot.engine.self_test import SelfTestFailed, SelfTestResult, open_runner
 from earshot.engine.windows import Windows, WindowSpec, cut, window_spec
@@ -42,14 +43,6 @@ class EngineSelfTestFailed(SelfTestFailed):
         super().__init__(results[0])
         self.results = results
         self.args = ("; ".join(result.message for result in results),)
-
-
-@dataclass(frozen=True)
-class WindowResult:
-    start_s: float
-    end_s: float
-    embedding: np.ndarray  # (embedding_dim,) float32
-    tags: list[Tag]
 
 
 @dataclass(frozen=True)
@@ -303,30 +296,20 @@ class Engine:
         k: int | None,
         with_windows: bool,
     ) -> EmbedResult:
-        manifest = served.bundle.manifest
-        labels = served.bundle.labels
-        k = self.config.default_top_k if k is None else k
-        scores = (
-            tag_scores(result.logits, manifest.tag_activation) if result.logits is not None else None
-        )  # (n_windows, num_labels)
-        clip_tags = top_k(mean_pool(scores), labels, k) if scores is not None else []
-        per_window = None
-        if with_windows:
-            per_window = [
-                WindowResult(
-                    start_s=float(cut_windows.start_s[i]),
-                    end_s=float(cut_windows.end_s[i]),
-                    embedding=result.embedding[i],
-                    tags=top_k(scores[i], labels, k) if scores is not None else [],
-                )
-                for i in range(len(cut_windows))
-            ]
+        clip = assemble_clip(
+            served.bundle,
+            result.embedding,
+            result.logits,
+            cut_windows,
+            self.config.default_top_k if k is None else k,
+            with_windows,
+        )
         return EmbedResult(
             model=served.bundle.name,
             duration_s=duration_s,
-            embedding=mean_pool(result.embedding).astype(np.float32),
-            tags=clip_tags,
-            windows=per_window,
+            embedding=clip.embedding,
+            tags=clip.tags,
+            windows=clip.windows,
             num_windows=len(cut_windows),
             queue_time_ms=result.queue_time_s * 1000.0,
             inference_time_ms=result.inference_time_s * 1000.0,

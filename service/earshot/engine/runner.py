@@ -155,12 +155,16 @@ class Runner:
         return chosen
 
     def _provider_options(self, short: str) -> dict[str, Any]:
+        """Deployment options are this runner's to choose, from facts of the bundle (precision,
+        input length) and this server's config (cache, largest batch); a manifest written before
+        bundles stopped carrying provider options has them ignored."""
         manifest = self.bundle.manifest
-        given = dict(manifest.providers.get(short) or manifest.providers.get(PROVIDERS[short]) or {})
+        if short == "cuda":
+            return {"cudnn_conv_algo_search": "HEURISTIC"}  # the exhaustive search costs seconds per shape
         if short != "tensorrt":
-            return given
+            return {}
         # One optimisation profile: the input length (window and context) is fixed, the batch runs
-        # from 1 to the largest.
+        # from 1 to the largest; engines are cached per bundle file.
         cache = self.config.cache_dir / "tensorrt" / f"{manifest.name}-{manifest.files[manifest.model_file][:12]}"
         cache.mkdir(parents=True, exist_ok=True)
         length = manifest.input_samples
@@ -171,10 +175,11 @@ class Runner:
                 names.append(f"{NUM_SAMPLES_INPUT}:{batch}")
             return ",".join(names)
 
-        # The manifest records the options the bundle was exported for (fp16, a profile for its
-        # fixed window); where the engine cache lives and how large a batch gets are this server's
-        # to say, so those override the manifest's.
-        owned_here: dict[str, Any] = {
+        return {
+            # fp16 kernels unless the bundle is int8 (dynamic quantisation's integer MatMuls are not
+            # TensorRT's: that variant runs its float parts on TensorRT)
+            "trt_fp16_enable": manifest.precision != "int8",
+            "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": True,
             "trt_timing_cache_path": str(cache),
@@ -182,7 +187,6 @@ class Runner:
             "trt_profile_opt_shapes": shapes(self.config.max_batch_windows),
             "trt_profile_max_shapes": shapes(self.config.max_batch_windows),
         }
-        return {"trt_engine_cache_enable": True, **given, **owned_here}
 
 
 def _spec(specs: list[Any], name: str) -> Any:
