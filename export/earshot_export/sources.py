@@ -1,4 +1,4 @@
-"""`earshot export SOURCE`: which loader reads which checkpoint format.
+"""`earshot export SOURCE`: which loader reads which checkpoint format, in one registry (FAMILIES).
 
 SOURCE is `<scheme>:<reference>`: `hf:<dir or hub id>` for a Hugging Face `transformers`
 checkpoint, or `<family>:<file>` for a published checkpoint file. Loaders are imported only when
@@ -7,8 +7,10 @@ their scheme is used, so `yamnet:` (pure ONNX) works on a serving install with n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 
 class SourceError(ValueError):
@@ -76,68 +78,125 @@ def hf_model_type(reference: str) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class Family:
+    """One export family: its SOURCE scheme, the options it takes, and its loader."""
+
+    name: str
+    options: frozenset[str]  # ExportOptions fields it reads (name is every family's)
+    load: Callable[[str, ExportOptions, list[str] | None], Any]  # (reference, options, labels) -> ExportableModel
+    why_not: Mapping[str, str] = field(default_factory=dict)  # why an option it does not take is not its own
+
+
+def _flag(option: str) -> str:
+    return "--labels" if option == "labels_file" else "--" + option.replace("_", "-")
+
+
+def family_for(scheme: str, reference: str) -> Family:
+    """The family a torch-backed SOURCE belongs to (hf: by the checkpoint's model_type)."""
+    if scheme == "hf":
+        return FAMILIES["hf-clap" if hf_model_type(reference) == "clap" else "hf-ast"]
+    if scheme not in FAMILIES:
+        raise SourceError(f"no PyTorch loader for scheme {scheme!r}")
+    return FAMILIES[scheme]
+
+
+def check_options(family: Family, options: ExportOptions) -> None:
+    """Every option given must be one the family reads: none is silently ignored."""
+    given = {field.name for field in fields(options) if field.name != "name" and getattr(options, field.name) is not None}
+    extra = sorted(given - family.options)
+    if extra:
+        takes = ", ".join(_flag(option) for option in sorted(family.options)) or "no options"
+        reasons = "".join(f"; {family.why_not[o]}" for o in extra if o in family.why_not)
+        raise SourceError(
+            f"{family.name}: {', '.join(_flag(o) for o in extra)} not taken here (it takes {takes}){reasons}"
+        )
+
+
 def load_torch_model(scheme: str, reference: str, options: ExportOptions):
     """The ExportableModel for a torch-backed SOURCE (everything but yamnet:)."""
+    family = family_for(scheme, reference)
+    check_options(family, options)
     labels = read_labels_file(options.labels_file) if options.labels_file else None
-    if scheme == "hf":
-        if hf_model_type(reference) == "clap":
-            from earshot_export.loaders.clap import load_clap
+    return family.load(reference, options, labels)
 
-            return load_clap(
-                reference,
-                name=options.name,
-                labels=labels,
-                prompt=options.prompt,
-                window_seconds=options.window_seconds,
-            )
-        from earshot_export.loaders.ast import load_hf
 
-        return load_hf(reference, name=options.name)
-    if scheme == "ast":
-        from earshot_export.loaders.ast import load_ast_pth
+def _load_hf_ast(reference: str, options: ExportOptions, labels: list[str] | None):
+    from earshot_export.loaders.ast import load_hf
 
-        geometry = {
-            key: value
-            for key, value in (
-                ("fstride", options.fstride),
-                ("tstride", options.tstride),
-                ("input_tdim", options.input_tdim),
-                ("num_heads", options.num_heads),
-            )
-            if value is not None
-        }
-        model = load_ast_pth(reference, name=options.name, labels=labels, **geometry)
-        if labels is None:  # the .pth carries no names: a 527-way head is AudioSet's
-            from earshot_export.audioset import labels_for_head
+    return load_hf(reference, name=options.name)
 
-            model.labels = labels_for_head(model.num_labels) or model.labels
-        return model
-    if scheme == "beats":
-        from earshot_export.loaders.beats import load_beats
 
-        return load_beats(
-            reference, name=options.name, window_seconds=options.window_seconds, labels_file=options.labels_file
+def _load_hf_clap(reference: str, options: ExportOptions, labels: list[str] | None):
+    from earshot_export.loaders.clap import load_clap
+
+    return load_clap(
+        reference, name=options.name, labels=labels, prompt=options.prompt, window_seconds=options.window_seconds
+    )
+
+
+def _load_ast_pth(reference: str, options: ExportOptions, labels: list[str] | None):
+    from earshot_export.loaders.ast import load_ast_pth
+
+    geometry = {
+        key: value
+        for key, value in (
+            ("fstride", options.fstride),
+            ("tstride", options.tstride),
+            ("input_tdim", options.input_tdim),
+            ("num_heads", options.num_heads),
         )
-    if scheme in ("passt", "audiomae", "ssast"):
-        return _load_ast_variant(scheme, reference, options, labels)
-    raise SourceError(f"no PyTorch loader for scheme {scheme!r}")
+        if value is not None
+    }
+    model = load_ast_pth(reference, name=options.name, labels=labels, **geometry)
+    if labels is None:  # the .pth carries no names: a 527-way head is AudioSet's
+        from earshot_export.audioset import labels_for_head
+
+        model.labels = labels_for_head(model.num_labels) or model.labels
+    return model
 
 
-def _load_ast_variant(scheme: str, reference: str, options: ExportOptions, labels: list[str] | None):
+def _load_beats(reference: str, options: ExportOptions, labels: list[str] | None):
+    from earshot_export.loaders.beats import load_beats
+
+    return load_beats(reference, name=options.name, window_seconds=options.window_seconds, labels_file=options.labels_file)
+
+
+def _load_ast_variant(scheme: str):
     """PaSST, Audio-MAE, SSAST: the AST encoder's variants (window, heads; strides for passt / ssast)."""
-    common = dict(name=options.name, window_seconds=options.window_seconds, num_heads=options.num_heads, labels=labels)
-    if options.input_tdim is not None:
-        raise SourceError(f"{scheme}: --input-tdim is for ast:; the window sets the frames (--window-seconds)")
-    if scheme == "passt":
-        from earshot_export.loaders.passt import load_passt
 
-        return load_passt(reference, fstride=options.fstride, tstride=options.tstride, **common)
-    if scheme == "ssast":
-        from earshot_export.loaders.ssast import load_ssast
+    def load(reference: str, options: ExportOptions, labels: list[str] | None):
+        common = dict(name=options.name, window_seconds=options.window_seconds, num_heads=options.num_heads,
+                      labels=labels)
+        if scheme == "passt":
+            from earshot_export.loaders.passt import load_passt
 
-        return load_ssast(reference, fstride=options.fstride, tstride=options.tstride, **common)
-    if options.fstride is not None or options.tstride is not None:
-        raise SourceError("audiomae: the patch strides are read from the file's position table")
-    from earshot_export.loaders.audiomae import load_audiomae
+            return load_passt(reference, fstride=options.fstride, tstride=options.tstride, **common)
+        if scheme == "ssast":
+            from earshot_export.loaders.ssast import load_ssast
 
-    return load_audiomae(reference, **common)
+            return load_ssast(reference, fstride=options.fstride, tstride=options.tstride, **common)
+        from earshot_export.loaders.audiomae import load_audiomae
+
+        return load_audiomae(reference, **common)
+
+    return load
+
+
+_VARIANT_OPTIONS = frozenset({"labels_file", "window_seconds", "num_heads"})
+_NO_TDIM = {"input_tdim": "--input-tdim is for ast:; the window sets the frames (--window-seconds)"}
+_STRIDES_IN_FILE = {
+    option: "the patch strides are read from the file's position table" for option in ("fstride", "tstride")
+}
+FAMILIES = {
+    family.name: family
+    for family in (
+        Family("hf-ast", frozenset(), _load_hf_ast),
+        Family("hf-clap", frozenset({"labels_file", "prompt", "window_seconds"}), _load_hf_clap),
+        Family("ast", frozenset({"labels_file", "fstride", "tstride", "input_tdim", "num_heads"}), _load_ast_pth),
+        Family("beats", frozenset({"labels_file", "window_seconds"}), _load_beats),
+        Family("passt", _VARIANT_OPTIONS | {"fstride", "tstride"}, _load_ast_variant("passt"), _NO_TDIM),
+        Family("ssast", _VARIANT_OPTIONS | {"fstride", "tstride"}, _load_ast_variant("ssast"), _NO_TDIM),
+        Family("audiomae", _VARIANT_OPTIONS, _load_ast_variant("audiomae"), {**_NO_TDIM, **_STRIDES_IN_FILE}),
+    )
+}
