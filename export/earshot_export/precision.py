@@ -21,13 +21,10 @@ import onnx
 INT8_SCHEME_CHOICE = (
     "int8 weights with reduce_range (7 bits, |q| <= 64) times uint8 activations: exact int32 sums on every x86 CPU "
     "(two products reach at most 2 * 255 * 64 = 32640, inside VPMADDUBSW's int16), so the same graph gives the same "
-    "integers on AVX2 and on AVX-512 VNNI. Measured 2026-12-01 (Xeon with AVX-512 VNNI, 2 threads; AVX2 emulated with "
-    "qemu-x86_64 -cpu Haswell for the fidelity columns): full-range int8 weights (the former scheme) give BEATs "
-    "embeddings at cosine 0.9846 between the two CPUs (0.9843 to the float reference on AVX2, 0.9999 on VNNI); "
-    "reduce_range gives identical embeddings on both (max |diff| 0) at 0.99986 to the float reference, and AST "
-    "(4 x 768 layers) at 3.81 windows/s vs 3.99 with full-range weights and 1.83 in fp32; uint8 weights (u8u8, also "
-    "exact everywhere) keep 8-bit weights (0.99993) but run at 1.91 windows/s, no faster than fp32, as VNNI "
-    "has no u8 x u8 form."
+    "integers on AVX2 and on AVX-512 VNNI, at VNNI's speed. Full-range int8 weights (the former scheme) saturate on "
+    "AVX2 without VNNI (BEATs embeddings at cosine 0.9846 between the two CPUs); uint8 weights are exact too but run "
+    "no faster than fp32 on VNNI CPUs (no u8 x u8 form). Where 7 bits per tensor fail parity, one scale per output "
+    "channel, then uint8 weights (INT8_SCHEMES). Measured speed and fidelity: loadtest/bench_int8.py, BENCHMARKS.md."
 )
 
 

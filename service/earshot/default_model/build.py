@@ -38,11 +38,9 @@ INT8_ARITHMETIC = (
     "exact integer semantics of the QDQ graph (int32 sums). The bundle keeps Qualcomm's int8 weights; a runner "
     "on a CPU whose u8s8 kernels saturate (AVX2 without VNNI: VPMADDUBSW's int16 pair sums) runs the same graph "
     "with the weights stored as uint8 + 128 with zero point 128 (the same values), which ONNX Runtime computes "
-    "with exact u8u8 kernels. Measured 2026-12-01 on a Xeon with AVX-512 VNNI, 2 threads, batch 32 (AVX2 emulated "
-    "with qemu-x86_64 -cpu Haswell for fidelity): int8 weights 1401 windows/s, exact on VNNI; u8 form 584, exact "
-    "everywhere (bit-identical to VNNI's outputs under emulated AVX2); Q/DQ as float 500; QDQ stripped to float "
-    "754 (another model). Int8 weights on emulated AVX2: embedding cosine 0.80-0.99 (mean 0.89) to VNNI on 16 "
-    "synthetic windows, as the issue measured on real recordings (median 0.87)."
+    "with exact u8u8 kernels: bit-identical to VNNI's outputs (checked under qemu-x86_64 -cpu Haswell). Int8 "
+    "weights on the saturating kernels give embeddings at cosine 0.80-0.99 to VNNI's. Speed of each form: "
+    "loadtest/bench_int8.py, BENCHMARKS.md."
 )
 VARIANT_CHOICE = (
     "int8: the source's QDQ arithmetic kept (ONNX Runtime fuses it into QLinearConv/QGemm). It is what "
