@@ -37,7 +37,7 @@ PROBE_MIN_COSINE = 0.98
 INT8_ARITHMETIC = (
     "exact integer semantics of the QDQ graph (int32 sums). The bundle keeps Qualcomm's int8 weights; a runner "
     "on a CPU whose u8s8 kernels saturate (AVX2 without VNNI: VPMADDUBSW's int16 pair sums) runs the same graph "
-    "with the weights stored as uint8 + 128 with zero point 128 (the same values), which ONNX Runtime computes "
+    "with the weights in u8 form: uint8 + 128 with zero point 128 (the same values), which ONNX Runtime computes "
     "with exact u8u8 kernels: bit-identical to VNNI's outputs (checked under qemu-x86_64 -cpu Haswell). Int8 "
     "weights on the saturating kernels give embeddings at cosine 0.80-0.99 to VNNI's. Speed of each form: "
     "loadtest/bench_int8.py, BENCHMARKS.md."
