@@ -43,5 +43,7 @@ def run_catalog_job(args: argparse.Namespace) -> int:
     except SelfTestFailed as error:  # nothing was embedded: rows from a wrong model are worse than none
         print(f"earshot embed: not embedding: {error}", file=sys.stderr)
         return EXIT_SELF_TEST_FAILED
+    if (skipped := summary.not_audio_line()) is not None:
+        print(f"earshot embed: {skipped}", file=sys.stderr)
     print(f"earshot embed: {summary.line()}", file=sys.stderr)
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK

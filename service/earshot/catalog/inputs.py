@@ -1,9 +1,11 @@
 """What `earshot embed INPUT...` means: files, folders (recursive) and manifests -> a list of paths.
 
-- a folder: every file below it whose extension is an audio one, in sorted order;
+- a folder: every file below it whose extension is an audio one, in sorted order (the others are
+  reported as skipped; hidden files, whose names start with ".", are passed over without a word);
 - a manifest: a `.csv` file with a `path` column, or a `.txt` / `.lst` file with one path per line
   (blank lines and `#` comments skipped); relative paths are relative to the manifest's folder;
-- anything else: an audio file (a missing one becomes a row with an error, not a crash).
+- anything else: an audio file, whatever its extension: a file named directly, or in a manifest, is
+  always tried (a missing or undecodable one becomes a row with an error, not a crash).
 Paths are kept as found: absolute when the input was absolute.
 """
 
@@ -24,22 +26,25 @@ class ManifestError(ValueError):
     """A manifest that cannot be read (no `path` column, not text)."""
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Every audio path the inputs name, each once, in the order given (folders sorted)."""
+def expand_inputs(inputs: list[str], skipped: list[str] | None = None) -> list[str]:
+    """Every audio path the inputs name, each once, in the order given (folders sorted).
+
+    skipped, when given, receives the files found in folders whose extension is not audio's.
+    """
     seen: set[str] = set()
     paths: list[str] = []
     for entry in inputs:
-        for path in _expand_one(entry):
+        for path in _expand_one(entry, skipped if skipped is not None else []):
             if path not in seen:
                 seen.add(path)
                 paths.append(path)
     return paths
 
 
-def _expand_one(entry: str) -> list[str]:
+def _expand_one(entry: str, skipped: list[str]) -> list[str]:
     path = Path(entry)
     if path.is_dir():
-        return [str(p) for p in _walk_audio(path)]
+        return [str(p) for p in _walk_audio(path, skipped)]
     suffix = path.suffix.lower()
     if path.is_file() and suffix in CSV_MANIFEST_EXTENSIONS:
         return _read_csv_manifest(path)
@@ -48,13 +53,17 @@ def _expand_one(entry: str) -> list[str]:
     return [entry]
 
 
-def _walk_audio(root: Path) -> list[Path]:
+def _walk_audio(root: Path, skipped: list[str]) -> list[Path]:
     found = []
     for directory, subdirectories, files in os.walk(root, followlinks=False):
         subdirectories.sort()
         for name in sorted(files):
-            if Path(name).suffix.lower() in AUDIO_EXTENSIONS and not name.startswith("."):
+            if name.startswith("."):
+                continue
+            if Path(name).suffix.lower() in AUDIO_EXTENSIONS:
                 found.append(Path(directory) / name)
+            else:
+                skipped.append(str(Path(directory) / name))
     return found
 
 

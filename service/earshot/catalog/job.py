@@ -37,7 +37,7 @@ def run_local(job: CatalogJob, settings: Settings) -> Summary:
     engine_config = settings.engine_config(
         request_timeout_s=CATALOG_DEADLINE_S, max_queued_windows=max(settings.max_queued_windows, 1 << 20)
     )
-    summary = Summary(skipped=plan.skipped)
+    summary = Summary(skipped=plan.skipped, not_audio=plan.not_audio)
     log.info("%d files to embed with %s (%d already done)", len(plan.todo), plan.bundle.name, plan.skipped)
     asyncio.run(_embed_all(job, plan, engine_config, summary))
     rows = table.compact(job.out, plan.schema) if (job.out.exists() or table.parts_dir(job.out).is_dir()) else 0

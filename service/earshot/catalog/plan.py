@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from earshot import bundle as bundle_format
@@ -35,18 +35,20 @@ class Plan:
     bundle: bundle_format.Bundle
     schema: object
     todo: list[str]
-    skipped: int
+    skipped: int  # files already done (--resume)
+    not_audio: list[str] = field(default_factory=list)  # files in folders skipped for their extension
 
 
 def plan_job(job: CatalogJob, cache_dir: Path) -> Plan:
     # the engine (or each Ray actor) verifies the checksums when it loads the bundle
     loaded = bundle_format.load(bundle_format.resolve(job.bundle, cache_dir), verify=False)
     schema = table.catalog_schema(loaded.manifest.embedding_dim, job.with_windows)
-    paths = expand_inputs(job.inputs)
+    not_audio: list[str] = []
+    paths = expand_inputs(job.inputs, not_audio)
     job.out.parent.mkdir(parents=True, exist_ok=True)
     if not job.resume:
         table.discard_parts(job.out)  # a fresh run: leftovers of an earlier one are not resumed
-        return Plan(loaded, schema, paths, 0)
+        return Plan(loaded, schema, paths, 0, not_audio)
     table.check_resumable(job.out, schema)
     done = table.done_files(job.out, loaded.name)
     todo = []
@@ -56,4 +58,4 @@ def plan_job(job: CatalogJob, cache_dir: Path) -> Plan:
         if previous and not previous.failed and (previous.size_bytes, previous.mtime_ns) == (size, mtime):
             continue
         todo.append(path)
-    return Plan(loaded, schema, todo, len(paths) - len(todo))
+    return Plan(loaded, schema, todo, len(paths) - len(todo), not_audio)

@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 log = logging.getLogger("earshot.embed")
 
@@ -17,6 +18,7 @@ class Summary:
     files: int = 0  # rows written this run
     failed: int = 0
     skipped: int = 0  # already done (--resume)
+    not_audio: list[str] = field(default_factory=list)  # in folders, skipped for their extension
     audio_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
@@ -24,10 +26,22 @@ class Summary:
     def wall_seconds(self) -> float:
         return time.monotonic() - self.started
 
+    def not_audio_line(self, shown: int = 5) -> str | None:
+        """What was skipped in folders for its extension, or None when nothing was."""
+        if not self.not_audio:
+            return None
+        extensions = sorted({Path(path).suffix.lower() or "(none)" for path in self.not_audio})
+        names = ", ".join(self.not_audio[:shown]) + (f", ... ({len(self.not_audio) - shown} more)" if len(self.not_audio) > shown else "")
+        return (
+            f"skipped {len(self.not_audio)} file(s) in folders whose extension is not audio "
+            f"({', '.join(extensions)}): {names}; name a file directly or in a manifest to have it tried"
+        )
+
     def line(self) -> str:
         wall = max(self.wall_seconds, 1e-9)
         return (
-            f"{self.files} files ({self.failed} failed, {self.skipped} skipped as done), "
+            f"{self.files} files ({self.failed} failed, {self.skipped} skipped as done, "
+            f"{len(self.not_audio)} skipped as not audio), "
             f"{self.audio_seconds / 3600:.3f} audio hours in {wall:.1f} s: "
             f"{self.files / wall:.1f} files/s, {self.audio_seconds / 3600 / wall:.4f} audio-hours/s"
         )

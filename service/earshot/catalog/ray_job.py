@@ -38,7 +38,7 @@ def run_on_ray(job: CatalogJob, settings: Settings) -> Summary:
     import ray
 
     plan = plan_job(job, Path(settings.cache_dir))
-    summary = Summary(skipped=plan.skipped)
+    summary = Summary(skipped=plan.skipped, not_audio=plan.not_audio)
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(num_cpus=None if os.environ.get("RAY_ADDRESS") else job.decode_workers, log_to_driver=False)
