@@ -19,6 +19,15 @@ def test_a_folder_reports_what_it_skips_and_a_manifest_tries_anything(yamnet_bun
     skipped: list[str] = []
     assert expand_inputs([str(folder)], skipped) == [str(folder / "crow.ogg")]
     assert skipped == [str(folder / "notes.txt")]
+    # named again, or named directly: reported once, or not at all (it is tried, then)
+    skipped = []
+    expand_inputs([str(folder), str(folder)], skipped)
+    assert skipped == [str(folder / "notes.txt")]
+    skipped = []
+    named = folder / "notes.md"
+    named.write_text("not audio either", encoding="utf-8")
+    assert expand_inputs([str(folder), str(named)], skipped)[-1] == str(named) and str(named) not in skipped
+    named.unlink()
 
     out = tmp_path / "rows.parquet"
     assert main(["embed", str(folder), "--bundle", str(yamnet_bundle.path), "--out", str(out)]) == 0

@@ -1,11 +1,13 @@
 """What `earshot embed INPUT...` means: files, folders (recursive) and manifests -> a list of paths.
 
 - a folder: every file below it whose extension is an audio one, in sorted order (the others are
-  reported as skipped; hidden files, whose names start with ".", are passed over without a word);
+  reported as skipped; hidden files, whose names start with ".", are passed over without a word,
+  while hidden folders are walked like any other);
 - a manifest: a `.csv` file with a `path` column, or a `.txt` / `.lst` file with one path per line
   (blank lines and `#` comments skipped); relative paths are relative to the manifest's folder;
-- anything else: an audio file, whatever its extension: a file named directly, or in a manifest, is
-  always tried (a missing or undecodable one becomes a row with an error, not a crash).
+- anything else: an audio file, whatever its extension: a file named directly (but a `.csv`,
+  `.txt` or `.lst`, which is read as a manifest) or listed in a manifest is always tried (a missing
+  or undecodable one becomes a row with an error, not a crash).
 Paths are kept as found: absolute when the input was absolute.
 """
 
@@ -33,11 +35,14 @@ def expand_inputs(inputs: list[str], skipped: list[str] | None = None) -> list[s
     """
     seen: set[str] = set()
     paths: list[str] = []
+    found_not_audio: list[str] = []
     for entry in inputs:
-        for path in _expand_one(entry, skipped if skipped is not None else []):
+        for path in _expand_one(entry, found_not_audio):
             if path not in seen:
                 seen.add(path)
                 paths.append(path)
+    if skipped is not None:  # each once, and none that another input named (it is tried, then)
+        skipped.extend(path for path in dict.fromkeys(found_not_audio) if path not in seen)
     return paths
 
 

@@ -31,7 +31,8 @@ class Summary:
         if not self.not_audio:
             return None
         extensions = sorted({Path(path).suffix.lower() or "(none)" for path in self.not_audio})
-        names = ", ".join(self.not_audio[:shown]) + (f", ... ({len(self.not_audio) - shown} more)" if len(self.not_audio) > shown else "")
+        more = len(self.not_audio) - shown
+        names = ", ".join(self.not_audio[:shown]) + (f", ... ({more} more)" if more > 0 else "")
         return (
             f"skipped {len(self.not_audio)} file(s) in folders whose extension is not audio "
             f"({', '.join(extensions)}): {names}; name a file directly or in a manifest to have it tried"
