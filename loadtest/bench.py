@@ -43,7 +43,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ REPO = LOADTEST.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(LOADTEST))
 
+import launch  # noqa: E402  (loadtest/launch.py)
 import payloads  # noqa: E402  (loadtest/payloads.py)
 
 RESULTS_DIR = LOADTEST / "results"
@@ -71,58 +71,18 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- the server --------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+Server = launch.Server
 
 
 @contextlib.contextmanager
 def running_server(bundle: Path, log_path: Path, flags: dict[str, str] | None = None) -> Iterator[Server]:
     """`earshot serve --bundle B` on 127.0.0.1 and a free port, ready on entry, stopped (SIGTERM) on exit."""
-    import httpx
-
-    port = free_port()
-    command = [sys.executable, "-m", "earshot.cli", "serve", "--bundle", str(bundle),
-               "--host", "127.0.0.1", "--port", str(port)]
-    for name, value in (flags or {}).items():
-        command += [f"--{name.replace('_', '-')}", str(value)]
-    log_file = open(log_path, "w")
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"earshot serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"earshot serve not ready after {READY_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log_file.close()
+        with launch.running([bundle], log_path, flags=flags, cwd=REPO, ready_timeout_s=READY_TIMEOUT_S,
+                            poll_s=0.2, stop_grace_s=60) as server:
+            yield server
+    except launch.ServerStartError as error:
+        raise RuntimeError(str(error)) from None
 
 
 def machine_busy_cpu_s() -> float:

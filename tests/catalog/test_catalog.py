@@ -18,6 +18,8 @@ from earshot.catalog import table
 from earshot.catalog.inputs import AUDIO_EXTENSIONS, expand_inputs
 from earshot.cli import main
 
+pytestmark = pytest.mark.slow  # end-to-end: real processes, seconds per test
+
 GOOD = [
     "speech_french.ogg", "bird_crow.ogg", "drum_kick.flac", "music_piano.flac", "choir.flac",
     "variant_mono_8k_pcm16.wav", "variant_aiff.aiff", "variant_mono_44k.mp3", "variant_mono_48k.opus.ogg",

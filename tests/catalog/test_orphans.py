@@ -58,6 +58,7 @@ def _is_spawn_worker(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_decode_workers_exit_when_the_job_is_killed(tmp_path, audio_dir, yamnet_bundle):
     catalog = tmp_path / "catalog"
     catalog.mkdir()

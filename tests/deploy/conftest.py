@@ -6,8 +6,9 @@ import shutil
 import sysconfig
 from pathlib import Path
 
-import dockerfile_model
 import pytest
+
+from tests.deploy import dockerfile_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"

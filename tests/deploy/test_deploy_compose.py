@@ -10,10 +10,10 @@ import json
 import subprocess
 from pathlib import Path
 
-import dockerfile_model
 import pytest
 
-from conftest import COMPOSE_FILE, DASHBOARD_FILE, REPO_ROOT, require
+from tests.deploy import dockerfile_model
+from tests.deploy.conftest import COMPOSE_FILE, DASHBOARD_FILE, REPO_ROOT, require
 
 PROFILES = ((), ("gpu",))
 

@@ -17,12 +17,12 @@ import sys
 import tomllib
 from pathlib import Path
 
-import dockerfile_model
 import pytest
 
-from conftest import DOCKERFILE, DOCKERIGNORE, REPO_ROOT, require
 from earshot import bundle as bundle_format
 from earshot.settings import Settings
+from tests.deploy import dockerfile_model
+from tests.deploy.conftest import DOCKERFILE, DOCKERIGNORE, REPO_ROOT, require
 
 IMAGE_TARGETS = ("cpu", "gpu")  # the images users run; cpu is the default target
 IMAGE_UID = 10001  # the non-root user; deploy/kubernetes/base/deployment.yaml runs as the same

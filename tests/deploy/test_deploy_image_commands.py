@@ -23,12 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import dockerfile_model
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ADAPTER_VALUES, DASHBOARD_FILE, KUBERNETES_DIR, REPO_ROOT, require
+from tests.deploy import dockerfile_model
+from tests.deploy.conftest import ADAPTER_VALUES, DASHBOARD_FILE, KUBERNETES_DIR, REPO_ROOT, require
+
+pytestmark = pytest.mark.slow  # end-to-end: real processes, seconds per test
 
 AUDIO_DIR = REPO_ROOT / ".." / "shared" / "audio"
 CLIP = AUDIO_DIR / "speech_french.ogg"
@@ -153,7 +155,7 @@ def test_probe_endpoints_answer(server: dict[str, Any]) -> None:
     """Every path the Kubernetes probes ask is served, and says 200 on a ready server."""
     require("yaml")
     require("jsonpatch")
-    import kustomize_subset
+    from tests.deploy import kustomize_subset
 
     (deployment,) = [m for m in kustomize_subset.build(KUBERNETES_DIR / "base") if m["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]

@@ -13,14 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import dockerfile_model
 import pytest
 
-from conftest import ADAPTER_VALUES, KUBERNETES_DIR, require
+from tests.deploy import dockerfile_model
+from tests.deploy.conftest import ADAPTER_VALUES, KUBERNETES_DIR, require
 
 require("yaml")
 require("jsonpatch")
-import kustomize_subset  # noqa: E402  (needs pyyaml and jsonpatch, checked above)
+from tests.deploy import kustomize_subset  # noqa: E402  (needs pyyaml and jsonpatch, checked above)
 
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")  # the oldest we support, and the newest kubernetes-validate knows
 CRD_KINDS = {("monitoring.coreos.com", "ServiceMonitor")}

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-import dockerfile_model
-
-from conftest import DEPLOY_DIR, REPO_ROOT
+from tests.deploy import dockerfile_model
+from tests.deploy.conftest import DEPLOY_DIR, REPO_ROOT
 
 README = DEPLOY_DIR / "README.md"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +10,15 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from earshot import bundle  # noqa: E402
+from earshot.cli import main  # noqa: E402
 from earshot.engine import int8
 from earshot.engine.runner import RunnerConfig
 from earshot.engine.self_test import open_runner
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # the model tests' helpers
-from ast_fixtures import TINY, randomise_unit_scale  # noqa: E402
-
-from earshot import bundle  # noqa: E402
-from earshot.cli import main  # noqa: E402
 from earshot_export.loaders.ast import load_hf  # noqa: E402
 from earshot_export.onnx_export import export_bundle  # noqa: E402
 from earshot_export.parity import ParityError  # noqa: E402
+from tests.models.ast_fixtures import TINY, randomise_unit_scale  # noqa: E402
 
 PARITY_CLIPS = ["speech_spanish_16s.ogg", "music_piano.flac", "bird_crow.ogg", "speech_french.ogg", "choir.flac"]
 
@@ -40,6 +36,7 @@ def checkpoint(tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_export_writes_a_verified_bundle_that_passes_parity(checkpoint, audio_dir, tmp_path, capsys, precision):
     out = tmp_path / f"bundle-{precision}"

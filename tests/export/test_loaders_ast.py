@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # the model tests' helpers
-from ast_fixtures import (  # noqa: E402
+from earshot_export.loaders.ast import load_ast_pth, load_hf  # noqa: E402
+from earshot_models.checkpoints import CheckpointError  # noqa: E402
+from tests.models.ast_fixtures import (  # noqa: E402
     CLIPS,
     NON_DEFAULT,
     TINY,
@@ -19,9 +19,6 @@ from ast_fixtures import (  # noqa: E402
     read_clip,
     window_batch,
 )
-
-from earshot_export.loaders.ast import load_ast_pth, load_hf  # noqa: E402
-from earshot_models.checkpoints import CheckpointError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,12 @@ golden outputs wave in, through ONNX Runtime; bundles of configurations of our o
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # the model tests' helpers
-import variant_references as ref  # noqa: E402
 
 from earshot import bundle  # noqa: E402
 from earshot.cli import main  # noqa: E402
@@ -23,6 +19,7 @@ from earshot_export.loaders.passt import load_passt  # noqa: E402
 from earshot_export.loaders.ssast import load_ssast  # noqa: E402
 from earshot_export.onnx_export import export_bundle  # noqa: E402
 from earshot_export.sources import ExportOptions, SourceError, load_torch_model, parse_source  # noqa: E402
+from tests.models import variant_references as ref  # noqa: E402
 
 WAVE_IN_TOLERANCE = 2e-3  # ../shared/golden/README.md, end to end
 ONNX_TOLERANCE = 1e-4  # ONNX Runtime against PyTorch, same input

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # the model tests' helpers
-from ast_fixtures import read_clip, window_batch  # noqa: E402
-from beats_fixtures import GOLDEN_SAMPLES, NON_DEFAULT_CFG, golden_paths, load_golden, write_beats_file  # noqa: E402
 
 from earshot import bundle  # noqa: E402
 from earshot.cli import main  # noqa: E402
@@ -20,6 +15,8 @@ from earshot_export.loaders.beats import load_beats  # noqa: E402
 from earshot_export.onnx_export import export_bundle  # noqa: E402
 from earshot_export.parity import cosine_rows, run_onnx  # noqa: E402
 from earshot_models.checkpoints import CheckpointError  # noqa: E402
+from tests.models.ast_fixtures import read_clip, window_batch  # noqa: E402
+from tests.models.beats_fixtures import GOLDEN_SAMPLES, NON_DEFAULT_CFG, golden_paths, load_golden, write_beats_file  # noqa: E402
 
 END_TO_END_ATOL = 2e-3
 GOLDEN_SECONDS = GOLDEN_SAMPLES / 16000

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from pathlib import Path
 
 import httpx
@@ -13,15 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # the model tests' helpers
-from clap_fixtures import UNFUSED_EXTRACTOR, make_clap_dir, read_clip  # noqa: E402
-
 from earshot import bundle  # noqa: E402
 from earshot.cli import main  # noqa: E402
 from earshot_export.loaders.clap import load_clap  # noqa: E402
 from earshot_export.onnx_export import export_bundle  # noqa: E402
 from earshot_export.parity import cosine_rows, run_onnx  # noqa: E402
 from earshot_export.sources import hf_model_type  # noqa: E402
+from tests.models.clap_fixtures import UNFUSED_EXTRACTOR, make_clap_dir, read_clip  # noqa: E402
 
 LABELS = ["speech", "music", "bird"]
 PROMPT = "the sound of {}"
@@ -80,6 +77,7 @@ def test_hf_sources_dispatch_on_model_type(clap_dir, tmp_path):
     assert hf_model_type(str(tmp_path / "absent")) is None
 
 
+@pytest.mark.slow
 def test_exported_bundle_matches_clap_model(exported, clips, reference):
     manifest = exported.manifest
     assert manifest.family == "clap" and manifest.tag_activation == "softmax" and manifest.parity["passed"]
@@ -95,6 +93,7 @@ def test_exported_bundle_matches_clap_model(exported, clips, reference):
     np.testing.assert_allclose(got["logits"], logits, rtol=0, atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_reduced_precision_bundles(clap_dir, clips, reference, tmp_path, precision):
     directory, _ = clap_dir

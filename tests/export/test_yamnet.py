@@ -407,6 +407,7 @@ def test_refuses_a_zip_that_is_not_the_yamnet_export(tmp_path):
         build_yamnet_bundle(str(fake), tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_default_bundle_is_built_once_even_when_two_processes_start_together(tmp_path):
     """Two servers starting at once on a fresh cache, each building the bundle without torch."""
     cache = tmp_path / "cache"

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from loadtest import launch
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOADTEST = REPO_ROOT / "loadtest"
 
 
+@pytest.mark.slow
 def test_bench_command_end_to_end(yamnet_bundle, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="bench.py draws its plots with matplotlib (test extra)")
     out = tmp_path / "service.json"
@@ -54,15 +57,13 @@ def test_bench_command_end_to_end(yamnet_bundle, tmp_path: Path) -> None:
         assert (tmp_path / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_locust_headless(yamnet_bundle, tmp_path: Path) -> None:
     # found, not imported: importing locust monkey-patches with gevent, which deadlocks a process
     # that already runs threads (the other tests' servers and pools); it runs in a subprocess below
     if importlib.util.find_spec("locust") is None:
         pytest.skip("locust is a load-test tool (test extra)")
-    sys.path.insert(0, str(LOADTEST))
-    import bench
-
-    with bench.running_server(yamnet_bundle.path, tmp_path / "server.log") as server:
+    with launch.running([yamnet_bundle.path], tmp_path / "server.log", ready_timeout_s=180) as server:
         command = [
             sys.executable, "-m", "locust", "-f", str(LOADTEST / "locustfile.py"), "--host", server.url,
             "--headless", "-u", "3", "-r", "3", "-t", "10s",  # 10 s: users build their payloads first, slow on a loaded machine

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import variant_references
+
+from tests.models import variant_references
 
 SAMPLE_RATE = 16000
 # Lengths at 16 kHz: 15.7 s (cut to 10.24 s), 2.8 s, 2.0 s, 0.8 s, and 1 s of digital silence.

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import variant_references
+
+from tests.models import variant_references
 
 SAMPLE_RATE = 48000
 WORDS = ("This", "this", "is", "a", "sound", "of", "speech", "music", "bird", "dog", "rain", "the", ".")

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ast_fixtures import CLIPS, TINY, randomise_unit_scale, read_clip
+
+from tests.models.ast_fixtures import CLIPS, TINY, randomise_unit_scale, read_clip
 
 
 @pytest.fixture(scope="session")

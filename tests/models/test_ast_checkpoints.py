@@ -7,11 +7,11 @@ import os
 
 import pytest
 import torch
-from ast_fixtures import NON_DEFAULT, original_ast_state_dict
 from safetensors.torch import load_file, save_file
 
 from earshot_models.checkpoints import CheckpointError
 from earshot_models.checkpoints.ast import read_ast_pth, read_hf_checkpoint
+from tests.models.ast_fixtures import NON_DEFAULT, original_ast_state_dict
 
 TOLERANCE = 1e-4
 

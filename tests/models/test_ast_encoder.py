@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ast_fixtures import CLIPS, NON_DEFAULT, TINY, randomise_unit_scale, window_batch
 
 from earshot_models.checkpoints.ast import read_hf_checkpoint
+from tests.models.ast_fixtures import CLIPS, NON_DEFAULT, TINY, randomise_unit_scale, window_batch
 
 LOGITS_TOLERANCE = 1e-4  # given the same features
 END_TO_END_TOLERANCE = 1e-4  # waveform in (measured: 4e-6; the fbanks differ by <= 2e-4 near the log floor)

@@ -7,12 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from beats_fixtures import GOLDEN_FRAMES, GOLDEN_PATCH_FRAMES, GOLDEN_SAMPLES, golden_paths, load_golden
 
 from earshot_models.beats import BeatsEncoder, BeatsWaveformModel, beats_fbank
 from earshot_models.beats.rel_pos import relative_position_buckets
 from earshot_models.checkpoints.beats import read_beats_checkpoint
 from earshot_models.frontend.kaldi_fbank import KaldiFbank
+from tests.models.beats_fixtures import GOLDEN_FRAMES, GOLDEN_PATCH_FRAMES, GOLDEN_SAMPLES, golden_paths, load_golden
 
 FBANK_ATOL = 1e-3  # the golden README's tolerances
 MODEL_ATOL = 1e-4

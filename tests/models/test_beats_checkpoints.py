@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from beats_fixtures import NON_DEFAULT_CFG, beats_layout, golden_paths, write_beats_file
 
 from earshot_models.checkpoints import CheckpointError
 from earshot_models.checkpoints.beats import read_beats_checkpoint
+from tests.models.beats_fixtures import NON_DEFAULT_CFG, beats_layout, golden_paths, write_beats_file
 
 WINDOW_SECONDS = 3.0  # 298 frames -> 18 patches of 16 (288 frames) x 8 mel patches
 

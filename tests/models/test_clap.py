@@ -8,13 +8,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from ast_fixtures import window_batch
-from clap_fixtures import UNFUSED_EXTRACTOR, make_clap_dir, read_clip
 
 from earshot_models.checkpoints.clap import read_clap_checkpoint, with_window
 from earshot_models.clap.config import CLAP_UNFUSED_FRONTEND
 from earshot_models.clap.frontend import ClapFrontend
 from earshot_models.clap.mel import mel_filter_bank
+from tests.models.ast_fixtures import window_batch
+from tests.models.clap_fixtures import UNFUSED_EXTRACTOR, make_clap_dir, read_clip
 
 # 0.8 s, 2.8 s (stereo), 2.0 s, 0.05 s (shorter than one hop), 9.97 s (one window, no repeat)
 CLIPS = ("speech_french.ogg", "music_piano.flac", "bird_crow.ogg", "short_50ms.wav", "music_guitar.flac")
@@ -72,6 +72,7 @@ def clap_dir(tmp_path_factory):
     return directory, model
 
 
+@pytest.mark.slow
 def test_audio_tower_matches_clap_model(clap_dir, waves):
     from transformers import AutoTokenizer
 

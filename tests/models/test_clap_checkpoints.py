@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from clap_fixtures import make_clap_dir
 
 from earshot_models.checkpoints import CheckpointError
 from earshot_models.checkpoints.clap import read_clap_checkpoint
+from tests.models.clap_fixtures import make_clap_dir
 
 
 @pytest.fixture(scope="module")

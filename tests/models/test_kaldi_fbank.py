@@ -7,10 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from ast_fixtures import CLIPS, window_batch
 
 from earshot_models.config import AST_FBANK
 from earshot_models.frontend.kaldi_fbank import KaldiFbank, kaldi_mel_banks
+from tests.models.ast_fixtures import CLIPS, window_batch
 
 TOLERANCE = 1e-3  # absolute, after normalisation
 # transformers warns that Kaldi's lowest mel triangles (narrower than one FFT bin) are all zero: they are, in Kaldi too.

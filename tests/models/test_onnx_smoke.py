@@ -8,9 +8,9 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from ast_fixtures import CLIPS, NON_DEFAULT, window_batch
 
 from earshot_models.checkpoints.ast import read_hf_checkpoint
+from tests.models.ast_fixtures import CLIPS, NON_DEFAULT, window_batch
 
 TOLERANCE = 1e-4
 # The TorchScript-based exporter is deprecated in torch 2.9+, and is the one we use on purpose (see

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import variant_references as ref
 
 from earshot_models.checkpoints import CheckpointError
 from earshot_models.checkpoints.passt import read_passt
+from tests.models import variant_references as ref
 
 FRONTEND_TOLERANCE = 1e-3
 MODEL_TOLERANCE = 1e-4  # given the same frontend output

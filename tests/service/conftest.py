@@ -9,12 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from small_bundles import write_slow_bundle, write_tiny_bundle
 
 from earshot import bundle as bundle_format
 from earshot.api.app import create_app
 from earshot.engine.config import EngineConfig
 from earshot.settings import Settings
+from tests.service.small_bundles import write_slow_bundle, write_tiny_bundle
 
 
 @pytest.fixture

@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from metrics_text import names, sample
-from small_bundles import tiny_reference
 
-from conftest import make_settings, serving
 from earshot.api.app import create_app
 from earshot.engine.audio import AudioLimits, decode
 from earshot.engine.windows import cut, window_spec
+from tests.service.conftest import make_settings, serving
+from tests.service.metrics_text import names, sample
+from tests.service.small_bundles import tiny_reference
 
 pytestmark = pytest.mark.anyio
 AUDIO_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "audio"

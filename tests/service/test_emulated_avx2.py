@@ -24,9 +24,12 @@ from earshot.engine.runner import RunnerConfig
 from earshot.engine.self_test import cosine_rows, open_runner, read_probe
 
 QEMU = shutil.which("qemu-x86_64")
-pytestmark = pytest.mark.skipif(
-    QEMU is None or platform.machine() != "x86_64", reason="needs qemu-user (qemu-x86_64) on an x86-64 machine"
-)
+pytestmark = [
+    pytest.mark.slow,  # a model served under emulation: about half a minute
+    pytest.mark.skipif(
+        QEMU is None or platform.machine() != "x86_64", reason="needs qemu-user (qemu-x86_64) on an x86-64 machine"
+    ),
+]
 
 CHILD = textwrap.dedent(
     """

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from small_bundles import LABELS, SAMPLE_RATE, tiny_reference
 
-from conftest import make_config
 from earshot import bundle as bundle_format
 from earshot.engine import Engine
 from earshot.engine.errors import DeadlineExceeded, Draining, NotReady, QueueFull, UnknownModel
 from earshot.engine.pooling import tag_scores
 from earshot.engine.windows import cut, window_spec
+from tests.service.conftest import make_config
+from tests.service.small_bundles import LABELS, SAMPLE_RATE, tiny_reference
 
 pytestmark = pytest.mark.anyio
 AUDIO_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "audio"

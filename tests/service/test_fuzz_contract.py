@@ -24,10 +24,6 @@ The run is deterministic (hypothesis derandomized, no example database, no shrin
 from __future__ import annotations
 
 import base64
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -35,16 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from loadtest.launch import Server
 from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from small_bundles import EMBEDDING_DIM, write_tiny_bundle
+
+from loadtest import launch
+from tests.service.small_bundles import EMBEDDING_DIM, write_tiny_bundle
+
+pytestmark = pytest.mark.slow  # end-to-end: real processes, seconds per test
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AUDIO_DIR = REPO_ROOT / ".." / "shared" / "audio"
@@ -90,63 +90,19 @@ FUZZ_SETTINGS = settings(
 
 
 # -- the server --------------------------------------------------------------------------------
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        if self.process.poll() is not None:
-            return False
-        try:
-            return httpx.get(self.url + "/healthz", timeout=10).status_code == 200
-        except httpx.TransportError:
-            return False
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`earshot serve` with the tiny bundle on a free loopback port, once it is ready."""
     root = tmp_path_factory.mktemp("fuzz")
     bundle = write_tiny_bundle(root / "tiny")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EARSHOT_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
-    command = [
-        sys.executable, "-m", "earshot.cli", "serve", "--bundle", str(bundle.path), "--host", "127.0.0.1",
-        "--port", str(port), "--cache-dir", str(root / "cache"), "--threads", "1",
-        "--max-body-bytes", str(MAX_BODY_BYTES), "--max-audio-seconds", str(MAX_AUDIO_SECONDS),
-    ]  # fmt: skip
-    log = root / "server.log"
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    running = Server(process, f"http://127.0.0.1:{port}", log)
+    flags = {"cache_dir": root / "cache", "threads": 1, "max_body_bytes": MAX_BODY_BYTES,
+             "max_audio_seconds": MAX_AUDIO_SECONDS}
+    running = launch.start([bundle.path], root / "server.log", flags=flags, clean_env=True,
+                           ready_timeout_s=START_TIMEOUT_S)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert process.poll() is None, f"the server exited with {process.returncode}:\n{running.output()}"
-            assert time.monotonic() < deadline, f"not ready within {START_TIMEOUT_S} s:\n{running.output()}"
-            try:
-                if httpx.get(running.url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
         yield running
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        running.kill()
 
 
 # -- the checks --------------------------------------------------------------------------------

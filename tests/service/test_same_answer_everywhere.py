@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_config
 from earshot.engine import Engine
 from earshot.engine.self_test import cosine_rows
+from tests.service.conftest import make_config
 
 # what a retrieval over the shared recordings should find: clips of one kind are each other's neighbours
 GROUPS = {

@@ -14,13 +14,13 @@ import httpx
 import numpy as np
 import onnx
 import pytest
-from small_bundles import LABELS, _tiny_graph, write_tiny_bundle
 
-from conftest import make_settings
 from earshot import bundle as bundle_format
 from earshot.api.app import create_app
 from earshot.api.lifecycle import State
 from earshot.engine.self_test import SelfTestFailed, open_runner, read_probe
+from tests.service.conftest import make_settings
+from tests.service.small_bundles import LABELS, _tiny_graph, write_tiny_bundle
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,65 +13,34 @@ from pathlib import Path
 
 import httpx
 import pytest
-from metrics_text import sample
+from loadtest.launch import Server
 
-pytestmark = pytest.mark.anyio
+from loadtest import launch
+from tests.service.metrics_text import sample
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # real server processes
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AUDIO_DIR = REPO_ROOT / ".." / "shared" / "audio"
 START_TIMEOUT_S = 60
 
 
-class Server:
-    def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-        self.process, self.url, self.log = process, url, log
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _start(bundle_path: Path, tmp_path: Path, **settings: str) -> Server:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EARSHOT_")}
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]),
-        EARSHOT_BUNDLES=str(bundle_path),
-        EARSHOT_HOST="127.0.0.1",
-        EARSHOT_PORT=str(port),
-        EARSHOT_CACHE_DIR=str(tmp_path / "cache"),
-        EARSHOT_THREADS="1",
-        EARSHOT_MAX_BATCH_WINDOWS="4",
+    env = {
+        "EARSHOT_BUNDLES": str(bundle_path),
+        "EARSHOT_CACHE_DIR": str(tmp_path / "cache"),
+        "EARSHOT_THREADS": "1",
+        "EARSHOT_MAX_BATCH_WINDOWS": "4",
         **{f"EARSHOT_{k.upper()}": v for k, v in settings.items()},
+    }
+    port = launch.free_port()
+    return launch.start(
+        log=tmp_path / f"server-{port}.log", port=port, command=[sys.executable, "-m", "earshot.api.server"], env=env,
+        clean_env=True, ready_timeout_s=START_TIMEOUT_S,
     )
-    log = tmp_path / f"server-{port}.log"
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "earshot.api.server"], env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode}:\n{server.output()}")
-        try:
-            if httpx.get(server.url + "/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"the server was not ready within {START_TIMEOUT_S} s:\n{server.output()}")
 
 
 def _stop(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.kill()
-        server.process.wait(10)
+    server.kill()
 
 
 @pytest.fixture
@@ -157,7 +125,7 @@ async def test_a_client_that_hangs_up_has_its_windows_dropped(slow_server: Serve
 
 
 def test_the_server_exits_non_zero_when_a_bundle_cannot_load(tmp_path) -> None:
-    port = _free_port()
+    port = launch.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EARSHOT_")}
     env.update(
         PYTHONPATH=str(REPO_ROOT), EARSHOT_BUNDLES=str(tmp_path / "missing"), EARSHOT_PORT=str(port),
