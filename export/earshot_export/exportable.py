@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from earshot.bundle import Padding
+
+
+@dataclass
+class ExportableText:
+    """A text tower in the audio embedding's space (CLAP), exported beside the audio graph.
+
+    module.forward(input_ids, attention_mask) -> text_embedding
+      input_ids, attention_mask  int64 [batch, tokens], right-padded with pad_id (mask 0)
+      text_embedding             float32 [batch, embedding_dim], unit norm
+    tokenize(texts) gives those inputs the way the service makes them (from tokenizer_json).
+    """
+
+    module: torch.nn.Module
+    tokenizer_json: str
+    tokenize: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
+    pad_id: int
+    max_tokens: int
+    prompt: str
+    logit_scale: float  # exp(logit_scale_a): zero-shot logits are logit_scale * cos(audio, prompt)
 
 
 @dataclass
@@ -40,6 +60,7 @@ class ExportableModel:
     # ONNX Runtime's transformer optimiser (0: leave the graph as traced)
     attention_heads: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
+    text: ExportableText | None = None  # CLAP's text tower -> text.onnx + tokenizer.json
 
     @property
     def num_labels(self) -> int:

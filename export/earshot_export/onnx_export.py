@@ -14,9 +14,16 @@ import torch
 
 from earshot import bundle
 from earshot.engine.self_test import write_probe
-from earshot_export.exportable import ExportableModel
+from earshot_export.exportable import ExportableModel, ExportableText
 from earshot_export.fusion import fuse_attention
-from earshot_export.parity import ParityError, ParityReport, check_parity, parity_windows
+from earshot_export.parity import (
+    ParityError,
+    ParityReport,
+    check_parity,
+    check_text_parity,
+    parity_texts,
+    parity_windows,
+)
 from earshot_export.precision import INT8_SCHEME_CHOICE, INT8_SCHEMES, convert_precision
 
 log = logging.getLogger(__name__)
@@ -72,12 +79,14 @@ def export_bundle(
             raise ParityError(report)
         scheme_notes = {"int8_scheme_chosen": scheme, "int8_schemes_failed_parity": tried} if scheme else {}
 
+        text = export_text_tower(model.text, staging, model.embedding_dim, model.labels) if model.text else None
+
         probe = write_probe(
             staging, final_model, precision, model.window_samples, bundle.Context(), model.sample_rate
         )
         graph_inputs = [i.name for i in onnx.load(str(final_model), load_external_data=False).graph.input]
         manifest = build_manifest(model, precision, report, fused, graph_inputs, probe)
-        manifest = dataclasses.replace(manifest, notes={**manifest.notes, **scheme_notes})
+        manifest = dataclasses.replace(manifest, notes={**manifest.notes, **scheme_notes}, text=text)
         written = bundle.write(staging, manifest, model.labels)
         if out_path.exists():
             shutil.rmtree(out_path)
@@ -108,6 +117,52 @@ def trace_to_onnx(module: torch.nn.Module, window_samples: int, has_logits: bool
             do_constant_folding=True,
         )
     onnx.checker.check_model(str(path), full_check=True)
+
+
+def export_text_tower(
+    text: ExportableText, staging: Path, embedding_dim: int, labels: list[str]
+) -> bundle.TextTower:
+    """text.onnx (float32 in every precision: a query is a few tokens, cheap beside the audio, and
+    zero-shot scores stay those of the reference) and tokenizer.json in `staging`, parity checked
+    on token ids made the service's way; raises ParityError when it fails."""
+    model_path = staging / bundle.TEXT_MODEL_FILE
+    texts = parity_texts([text.prompt.format(label) for label in labels], text.max_tokens)
+    input_ids, attention_mask = text.tokenize(texts)  # (N, T) each
+    with torch.no_grad():
+        torch.onnx.export(
+            text.module.eval(),
+            (input_ids, attention_mask),
+            str(model_path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[bundle.INPUT_IDS_INPUT, bundle.ATTENTION_MASK_INPUT],
+            output_names=[bundle.TEXT_EMBEDDING_OUTPUT],
+            dynamic_axes={
+                bundle.INPUT_IDS_INPUT: {0: "batch", 1: "tokens"},
+                bundle.ATTENTION_MASK_INPUT: {0: "batch", 1: "tokens"},
+                bundle.TEXT_EMBEDDING_OUTPUT: {0: "batch"},
+            },
+            do_constant_folding=True,
+        )
+    onnx.checker.check_model(str(model_path), full_check=True)
+    report = check_text_parity(text.module, model_path, input_ids, attention_mask)
+    log.info("parity: %s", report.summary())
+    if not report.passed:
+        raise ParityError(report)
+    (staging / bundle.TOKENIZER_FILE).write_text(text.tokenizer_json, encoding="utf-8")
+    return bundle.TextTower(
+        prompt=text.prompt,
+        max_tokens=text.max_tokens,
+        pad_id=text.pad_id,
+        logit_scale=text.logit_scale,
+        precision="fp32",
+        inputs=[
+            bundle.TensorSpec(bundle.INPUT_IDS_INPUT, "int64", ["batch", "tokens"]),
+            bundle.TensorSpec(bundle.ATTENTION_MASK_INPUT, "int64", ["batch", "tokens"]),
+        ],
+        outputs=[bundle.TensorSpec(bundle.TEXT_EMBEDDING_OUTPUT, "float32", ["batch", embedding_dim])],
+        parity=report.to_json(),
+    )
 
 
 class _OutputsOnly(torch.nn.Module):

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from earshot.engine.self_test import cosine_rows  # noqa: F401  (tests import it from here too)
+from earshot.engine.self_test import cosine_rows
 
 
 def machine_description() -> dict:
@@ -33,7 +33,7 @@ TOP1_DECISIVE_MARGIN = 1e-2
 
 
 class ParityError(Exception):
-    def __init__(self, report: ParityReport):
+    def __init__(self, report: ParityReport | TextParityReport):
         super().__init__(f"exported graph fails parity: {report.summary()}")
         self.report = report
 
@@ -154,4 +154,65 @@ def check_parity(module, model_path, waveforms: np.ndarray, num_samples: np.ndar
             report.tolerances["top1_agreement"] = 1.0
             if report.top1_agreement < 1.0:
                 report.failures.append(f"top-1 tag differs on {1 - report.top1_agreement:.0%} of windows")
+    return report
+
+
+# -- the text tower (CLAP) -----------------------------------------------------------------------
+TEXT_MIN_COSINE = 0.99999
+TEXT_MAX_ABS_DIFF = 1e-5
+# what the text graph is checked on besides the labels' prompts: short and long, every padding
+# length in one batch, and one past max_tokens (cut the way the service cuts it)
+PARITY_TEXTS = (
+    "a dog barking in the rain",
+    "music",
+    "This is a sound of speech.",
+    "the quiet hum of an air conditioner in an empty office, then a door closes",
+)
+
+
+@dataclass
+class TextParityReport:
+    texts: int
+    min_cosine: float
+    max_abs_diff: float
+    tolerances: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    reference: str = "PyTorch text tower (float32, CPU) vs ONNX Runtime (CPUExecutionProvider), same token ids"
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        verdict = "passed" if self.passed else "FAILED (" + "; ".join(self.failures) + ")"
+        return f"text tower on {self.texts} texts: min cosine {self.min_cosine:.6f}, max |diff| {self.max_abs_diff:.3g}: {verdict}"
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
+def parity_texts(prompts: list[str], max_tokens: int) -> list[str]:
+    """The texts a text graph is checked on: fixed phrases, the first prompts, one too long to keep."""
+    too_long = " ".join(["sound"] * (max_tokens + 8))
+    return [*PARITY_TEXTS, *prompts[:16], too_long]
+
+
+def check_text_parity(module: torch.nn.Module, model_path, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextParityReport:
+    import onnxruntime as ort
+
+    with torch.no_grad():
+        reference = module(input_ids, attention_mask).numpy()  # (N, P)
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})[0]
+    cosine = cosine_rows(reference, got)
+    report = TextParityReport(
+        texts=len(reference),
+        min_cosine=float(cosine.min()),
+        max_abs_diff=float(np.abs(reference - got).max()),
+        tolerances={"min_cosine": TEXT_MIN_COSINE, "max_abs_diff": TEXT_MAX_ABS_DIFF},
+    )
+    if report.min_cosine < TEXT_MIN_COSINE:
+        report.failures.append(f"text cosine {report.min_cosine:.6f} < {TEXT_MIN_COSINE}")
+    if report.max_abs_diff > TEXT_MAX_ABS_DIFF:
+        report.failures.append(f"text |diff| {report.max_abs_diff:.3g} > {TEXT_MAX_ABS_DIFF}")
     return report

@@ -8,6 +8,8 @@ A bundle is a directory (README, "Model bundles and families"):
                       (+ num_samples [batch] int64) -> embedding [batch, dim] (+ logits [batch, n_labels])
       labels.csv      index,label
       probe.npz       the self-test: a few windows of deterministic audio and the outputs they must give
+      text.onnx       CLAP only: input_ids, attention_mask [batch, tokens] int64 -> text_embedding [batch, dim]
+      tokenizer.json  CLAP only: the text tower's tokenizer (the `tokenizers` library)
 
 This module reads and writes that directory and nothing else. It imports neither torch nor
 onnxruntime, so both the export side and the serving side can use it.
@@ -36,6 +38,12 @@ WAVEFORM_INPUT = "waveform"  # float32 [batch, input_samples], mono, at sample_r
 NUM_SAMPLES_INPUT = "num_samples"  # int64 [batch]: how many leading samples of the window are real
 EMBEDDING_OUTPUT = "embedding"  # float32 [batch, embedding_dim]
 LOGITS_OUTPUT = "logits"  # float32 [batch, num_labels]
+# the text tower's graph (CLAP): right-padded token ids -> the L2-normalised text embedding
+TEXT_MODEL_FILE = "text.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+INPUT_IDS_INPUT = "input_ids"  # int64 [batch, tokens]
+ATTENTION_MASK_INPUT = "attention_mask"  # int64 [batch, tokens]: 1 for real tokens, 0 for padding
+TEXT_EMBEDDING_OUTPUT = "text_embedding"  # float32 [batch, embedding_dim], in the audio embedding's space
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TAG_ACTIVATIONS = ("sigmoid", "softmax", "none")
@@ -89,6 +97,52 @@ class Context:
 
 
 @dataclass(frozen=True)
+class TextTower:
+    """A text encoder beside the audio graph, in the same embedding space (CLAP).
+
+    Its graph takes right-padded token ids (padding holds `pad_id`, mask 0) of at most `max_tokens`
+    tokens, special tokens included, as `tokenizer_file` makes them, and returns unit-norm
+    embeddings. Zero-shot scores are a softmax over labels of logit_scale * cos(audio, prompt)
+    with prompt = `prompt`.format(label) (CLAP's logits_per_audio).
+    """
+
+    model_file: str = TEXT_MODEL_FILE
+    tokenizer_file: str = TOKENIZER_FILE
+    prompt: str = "{}"
+    max_tokens: int = 512
+    pad_id: int = 0
+    logit_scale: float = 1.0
+    precision: str = "fp32"
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
+    parity: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TextTower:
+        fields = dict(data)
+        fields["inputs"] = [TensorSpec(**t) for t in fields.get("inputs", [])]
+        fields["outputs"] = [TensorSpec(**t) for t in fields.get("outputs", [])]
+        return cls(**fields)
+
+    def problems(self, embedding_dim: int, files: dict[str, str]) -> list[str]:
+        found = []
+        if self.prompt.count("{}") != 1:
+            found.append(f"text prompt {self.prompt!r} must contain '{{}}' exactly once")
+        if self.max_tokens < 2:
+            found.append(f"text max_tokens {self.max_tokens} must be at least 2")
+        if not self.logit_scale > 0:
+            found.append(f"text logit_scale {self.logit_scale} must be positive")
+        if files and (self.model_file not in files or self.tokenizer_file not in files):
+            found.append(f"text files {self.model_file!r}, {self.tokenizer_file!r} need checksums in the manifest")
+        if [i.name for i in self.inputs] != [INPUT_IDS_INPUT, ATTENTION_MASK_INPUT]:
+            found.append(f"text inputs must be {INPUT_IDS_INPUT!r}, {ATTENTION_MASK_INPUT!r}")
+        out = [o for o in self.outputs if o.name == TEXT_EMBEDDING_OUTPUT]
+        if not out or out[0].shape[-1] != embedding_dim:
+            found.append(f"text output {TEXT_EMBEDDING_OUTPUT!r} must be [batch, {embedding_dim}]")
+        return found
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     family: str
@@ -113,6 +167,7 @@ class Manifest:
     # the self-test (service/engine/self_test.py): {"file", "windows", "tolerance", "reference", ...};
     # empty in bundles written before it existed, which load with a warning
     probe: dict[str, Any] = field(default_factory=dict)
+    text: TextTower | None = None  # the text tower (CLAP); None: audio only
     format: str = FORMAT
 
     # -- derived ---------------------------------------------------------------------------------
@@ -134,6 +189,10 @@ class Manifest:
         return any(o.name == LOGITS_OUTPUT for o in self.outputs)
 
     @property
+    def has_text(self) -> bool:
+        return self.text is not None
+
+    @property
     def takes_num_samples(self) -> bool:
         return any(i.name == NUM_SAMPLES_INPUT for i in self.inputs)
 
@@ -151,6 +210,7 @@ class Manifest:
             "source": self.source.get("uri"),
             # trained tags, zero-shot tags (CLAP with --labels) or none, where the exporter said
             "tags": self.notes.get("tag_kind", "trained" if self.has_logits else "none"),
+            "modalities": ["audio", "text"] if self.has_text else ["audio"],
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -167,6 +227,8 @@ class Manifest:
                 fields["context"] = Context(**fields["context"])
             fields["inputs"] = [TensorSpec(**t) for t in fields["inputs"]]
             fields["outputs"] = [TensorSpec(**t) for t in fields["outputs"]]
+            if fields.get("text") is not None:
+                fields["text"] = TextTower.from_json(fields["text"])
             manifest = cls(**fields)
         except (KeyError, TypeError) as error:
             raise BundleError(f"malformed manifest: {error}") from error
@@ -205,6 +267,8 @@ class Manifest:
             problems.append(f"probe file {self.probe.get('file')!r} has no checksum in the manifest")
         if self.padding.mode == "frames" and not self.takes_num_samples:
             problems.append(f"padding mode 'frames' needs a {NUM_SAMPLES_INPUT!r} input")
+        if self.text is not None:
+            problems.extend(self.text.problems(self.embedding_dim, self.files))
         if problems:
             raise BundleError("invalid manifest: " + "; ".join(problems))
 
@@ -224,6 +288,16 @@ class Bundle:
     @property
     def model_path(self) -> Path:
         return self.path / self.manifest.model_file
+
+    @property
+    def text_model_path(self) -> Path | None:
+        text = self.manifest.text
+        return None if text is None else self.path / text.model_file
+
+    @property
+    def tokenizer_path(self) -> Path | None:
+        text = self.manifest.text
+        return None if text is None else self.path / text.tokenizer_file
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:

@@ -1,4 +1,4 @@
-"""The `earshot` console script: serve, export, embed, models.
+"""The `earshot` console script: serve, export, embed, index, models.
 
 Each subcommand imports what it needs when it runs, so `earshot serve` never loads PyTorch.
 Every setting of `earshot serve` is a flag generated from `earshot.settings.Settings` (and an
@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--flush-rows", type=int, default=256,
                        help="rows per part file written as the job goes (a crash loses at most these)")
     embed.set_defaults(handler=run_embed)
+
+    from earshot.search.command import add_arguments as add_index_arguments
+
+    index = commands.add_parser("index", help="build or grow a vector index from a catalog (for /v1/search)")
+    add_index_arguments(index)
+    index.set_defaults(handler=run_index)
     return parser
 
 
@@ -98,7 +104,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     from earshot.settings import Settings
 
     for name, field in Settings.model_fields.items():
-        flag = "--" + ("bundle" if name == "bundles" else name.replace("_", "-"))
+        flag = "--" + {"bundles": "bundle", "indexes": "index"}.get(name, name.replace("_", "-"))
         is_list = "list" in str(field.annotation)
         parser.add_argument(
             flag,
@@ -208,6 +214,12 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 # -- embed -------------------------------------------------------------------------------------
+def run_index(args: argparse.Namespace) -> int:
+    from earshot.search.command import run_index as run
+
+    return run(args)
+
+
 def run_embed(args: argparse.Namespace) -> int:
     from earshot.catalog.command import run_catalog_job
 

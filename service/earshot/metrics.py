@@ -39,6 +39,19 @@ DROPPED_WINDOWS = Counter(
     "earshot_dropped_windows_total", "queued windows dropped before running, by reason", ["model", "reason"]
 )
 REJECTED = Counter("earshot_rejected_requests_total", "requests refused at admission, by reason", ["model", "reason"])
+# -- text tower (CLAP) -------------------------------------------------------------------------------
+TEXT_BATCH_TOKENS = Histogram(
+    "earshot_text_batch_tokens", "padded tokens (rows x longest) per text batch run", ["model"],
+    buckets=(8, 32, 128, 512, 1024, 2048, 4096, 8192, 16384),
+)
+TEXT_INFERENCE_TIME = Histogram(
+    "earshot_text_inference_seconds", "time to run one text batch", ["model"], buckets=_LATENCY_BUCKETS
+)
+TEXTS = Counter("earshot_texts_total", "texts run through the text tower", ["model"])
+QUEUED_TEXTS = Gauge("earshot_queued_texts", "texts waiting for a text batch", ["model"])
+LABEL_CACHE = Counter("earshot_label_cache_total", "zero-shot label prompts looked up, by result", ["model", "result"])
+SEARCHES = Counter("earshot_searches_total", "vector index searches, by index", ["index"])
+INDEX_VECTORS = Gauge("earshot_index_vectors", "vectors in a served index", ["index"])
 READY = Gauge("earshot_ready", "1 when every bundle is loaded and warmed up and the server is not draining")
 
 

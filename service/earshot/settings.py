@@ -70,6 +70,19 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0)
     max_queued_windows: int = Field(4096, ge=1)
 
+    # the text tower (CLAP bundles): text embeddings, labels per request, search by text
+    max_batch_tokens: int = Field(8192, ge=1, description="padded tokens (rows x longest) per text batch")
+    max_queued_texts: int = Field(4096, ge=1, description="texts waiting for the text tower before 429")
+    max_texts_per_request: int = Field(2048, ge=1, description="strings in one /v1/embeddings text request")
+    max_text_chars: int = Field(10000, ge=1, description="characters in one string (token lists are cut anyway)")
+    max_labels: int = Field(1000, ge=1, description="labels in one zero-shot /v1/embed request")
+    label_cache_size: int = Field(10000, ge=0, description="label prompt embeddings kept per model (LRU)")
+
+    # search
+    indexes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="vector index directories (earshot index) served at /v1/search"
+    )
+
     def engine_config(self, **overrides: object) -> EngineConfig:
         """The engine's part of the settings (the engine knows nothing of HTTP or the environment)."""
         values = {name: getattr(self, name) for name in EngineConfig.__dataclass_fields__}
@@ -77,7 +90,7 @@ class Settings(BaseSettings):
         values.update(overrides)
         return EngineConfig(**values)
 
-    @field_validator("bundles", "api_keys", "providers", mode="before")
+    @field_validator("bundles", "api_keys", "providers", "indexes", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

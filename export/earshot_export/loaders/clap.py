@@ -5,6 +5,10 @@ label's prompt ("This is a sound of {}." by default) is embedded by the text tow
 and the bundle's logits are exp(logit_scale_a) * cos(audio, prompt): zero-shot tags for the
 user's own label set.
 
+The text tower (text.onnx + tokenizer.json) is exported whenever the checkpoint has a tokenizer:
+text embeddings, zero-shot labels chosen per request, and search by text all use it. Without a
+tokenizer the bundle is audio-only, and its notes say so.
+
 tag_activation is "softmax": CLAP's zero-shot scores are a softmax over the label set (how CLAP
 was trained, contrastively, and evaluated). A sigmoid of these logits means nothing: they are a
 cosine times ~30-100, so every label with a positive cosine would score ~1.
@@ -12,10 +16,21 @@ cosine times ~30-100, so every label with a positive cosine would score ~1.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+
 from earshot.bundle import Padding
-from earshot_export.exportable import ExportableModel
+from earshot_export.exportable import ExportableModel, ExportableText
 from earshot_export.loaders.shared import default_name, exportable_model, reference_uri
-from earshot_models.checkpoints.clap import ClapCheckpoint, read_clap_checkpoint, with_window
+from earshot_models.checkpoints.clap import (
+    TOKENIZER_FILES,
+    ClapCheckpoint,
+    read_clap_checkpoint,
+    resolve_directory,
+    with_window,
+)
+
+log = logging.getLogger(__name__)
 
 FAMILY = "clap"
 TAG_ACTIVATION = "softmax"
@@ -46,12 +61,16 @@ def load_clap(
     """A transformers CLAP checkpoint (save_pretrained directory or hub id). labels: zero-shot
     label set (None: embedding-only bundle); prompt: template with one '{}'; window_seconds: at
     most the model's max_length_s (default: that)."""
-    checkpoint = read_clap_checkpoint(reference, labels=labels, prompt=prompt)
+    directory = resolve_directory(reference)
+    with_text = any((directory / name).is_file() for name in TOKENIZER_FILES)
+    if not with_text:
+        log.warning("%s has no tokenizer: the bundle is audio-only (no text embeddings, no labels per request)", reference)
+    checkpoint = read_clap_checkpoint(directory, labels=labels, prompt=prompt, text=with_text)
     if window_seconds is not None:
         checkpoint = with_window(checkpoint, window_seconds)
     frontend = checkpoint.frontend
     encoder = checkpoint.encoder
-    return exportable_model(
+    model = exportable_model(
         checkpoint,
         frontend,
         name=name or default_name(reference, FAMILY, SUFFIXES),
@@ -76,5 +95,26 @@ def load_clap(
             "tag_kind": "zero-shot" if checkpoint.labels else "none",
             "prompts": checkpoint.prompts,
             "logit_scale": checkpoint.logit_scale,
+            "text": (
+                f"text.onnx: the RoBERTa text tower and projection, up to {checkpoint.text.max_tokens} tokens, "
+                "float32 in every precision; tokenizer.json for the tokenizers library"
+                if checkpoint.text
+                else "none: the checkpoint has no tokenizer (audio-only bundle)"
+            ),
         },
+    )
+    if checkpoint.text is None:
+        return model
+    text = checkpoint.text
+    return dataclasses.replace(
+        model,
+        text=ExportableText(
+            module=text.tower,
+            tokenizer_json=text.tokenizer_json,
+            tokenize=text.tokenize,
+            pad_id=text.pad_id,
+            max_tokens=text.max_tokens,
+            prompt=text.prompt,
+            logit_scale=checkpoint.logit_scale,
+        ),
     )

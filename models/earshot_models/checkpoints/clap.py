@@ -30,6 +30,12 @@ What is read from where:
   Without the file, laion/clap-htsat-unfused's values (CLAP_UNFUSED_FRONTEND).
 - With labels: the tokenizer in the directory embeds `prompt.format(label)` for each label through
   the text tower and text projection, once, at export.
+- With text (read_clap_checkpoint(..., text=True)): the text tower itself (ClapTextTower over
+  transformers' modules) and the tokenizer serialised as `tokenizer.json` for the `tokenizers`
+  library, so the service tokenises without transformers. A fast tokenizer is required (transformers
+  converts RoBERTa's vocab.json + merges.txt into one). The longest input is RoBERTa's position
+  table: max_position_embeddings - pad_token_id - 1 tokens (512 for roberta-base's 514), or the
+  tokenizer's model_max_length where that is smaller.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from earshot_models.checkpoints.mapping import Rule, convert_state_dict, module_
 from earshot_models.clap.audio import ClapAudioTower
 from earshot_models.clap.config import CLAP_UNFUSED_FRONTEND, ClapFrontendConfig, HtsatConfig
 from earshot_models.clap.frontend import ClapFrontend
+from earshot_models.clap.text import ClapTextTower
 from earshot_models.waveform_model import WaveformModel
 
 FORMAT = "hf-transformers-clap"
@@ -97,6 +104,33 @@ _NOT_AUDIO = (
 
 
 @dataclass(frozen=True)
+class ClapTextCheckpoint:
+    """CLAP's text side, as the bundle's text.onnx and tokenizer.json are made from it."""
+
+    tower: ClapTextTower  # eval mode; (B, T) ids and mask -> (B, P) unit norm
+    tokenizer_json: str  # the fast tokenizer, serialised (tokenizers.Tokenizer.to_str())
+    pad_id: int  # the id padding positions hold (their attention mask is 0)
+    max_tokens: int  # longest token sequence, special tokens included; longer inputs are cut
+    prompt: str  # the zero-shot template, one '{}'
+
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) (B, T) int64, right-padded to the longest, as the service does."""
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_str(self.tokenizer_json)
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(self.max_tokens)
+        encoded = [tokenizer.encode(text).ids for text in texts]
+        longest = max(len(ids) for ids in encoded)
+        ids = torch.full((len(texts), longest), self.pad_id, dtype=torch.int64)
+        mask = torch.zeros((len(texts), longest), dtype=torch.int64)
+        for row, tokens in enumerate(encoded):
+            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.int64)
+            mask[row, : len(tokens)] = 1
+        return ids, mask
+
+
+@dataclass(frozen=True)
 class ClapCheckpoint:
     frontend: ClapFrontendConfig
     encoder: HtsatConfig
@@ -106,6 +140,7 @@ class ClapCheckpoint:
     logit_scale: float  # exp(logit_scale_a)
     weights_path: Path
     format: str = FORMAT
+    text: ClapTextCheckpoint | None = None  # read with text=True
 
     @property
     def embedding_dim(self) -> int:
@@ -219,26 +254,50 @@ def load_model(directory: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def embed_prompts(model: torch.nn.Module, directory: Path, prompts: list[str]) -> torch.Tensor:
-    """(C, P) L2-normalised text embeddings of the prompts, through the checkpoint's own tokenizer."""
+def load_tokenizer(directory: Path) -> Any:
+    """The checkpoint's own tokenizer (transformers, fast), or CheckpointError saying why there is none."""
     from transformers import AutoTokenizer
 
     if not any((directory / name).is_file() for name in TOKENIZER_FILES):
         # transformers would build an empty tokenizer from config.json alone, and embed nonsense
-        raise CheckpointError(f"{directory}: no usable tokenizer for the labels' prompts (none of {TOKENIZER_FILES})")
+        raise CheckpointError(f"{directory}: no usable tokenizer for the text tower (none of {TOKENIZER_FILES})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except Exception as error:
-        raise CheckpointError(f"{directory}: no usable tokenizer for the labels' prompts: {error}") from error
+        raise CheckpointError(f"{directory}: no usable tokenizer for the text tower: {error}") from error
+    if not getattr(tokenizer, "is_fast", False):
+        raise CheckpointError(f"{directory}: the tokenizer is not a fast (tokenizers) one; the service needs tokenizer.json")
+    return tokenizer
+
+
+def embed_prompts(model: torch.nn.Module, tokenizer: Any, prompts: list[str]) -> torch.Tensor:
+    """(C, P) L2-normalised text embeddings of the prompts, tokenised by transformers (the reference)."""
     tokens = tokenizer(prompts, padding=True, return_tensors="pt")
     with torch.no_grad():
-        output = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
-    return output.pooler_output  # already normalised by get_text_features
+        return ClapTextTower.from_clap_model(model)(tokens["input_ids"], tokens["attention_mask"])
+
+
+def text_checkpoint(model: torch.nn.Module, tokenizer: Any, prompt: str) -> ClapTextCheckpoint:
+    text_config = model.config.text_config
+    pad_id = int(text_config.pad_token_id)
+    if tokenizer.pad_token_id is not None and int(tokenizer.pad_token_id) != pad_id:
+        raise CheckpointError(f"the tokenizer pads with id {tokenizer.pad_token_id}, the text model with {pad_id}")
+    max_tokens = int(text_config.max_position_embeddings) - pad_id - 1  # RoBERTa's positions start at pad_id + 1
+    if 0 < int(tokenizer.model_max_length) < max_tokens:
+        max_tokens = int(tokenizer.model_max_length)
+    return ClapTextCheckpoint(
+        tower=ClapTextTower.from_clap_model(model),
+        tokenizer_json=tokenizer.backend_tokenizer.to_str(),
+        pad_id=pad_id,
+        max_tokens=max_tokens,
+        prompt=prompt,
+    )
 
 
 def read_clap_checkpoint(
-    reference: str | Path, labels: list[str] | None = None, prompt: str | None = None
+    reference: str | Path, labels: list[str] | None = None, prompt: str | None = None, text: bool = False
 ) -> ClapCheckpoint:
+    """labels: the default zero-shot label set (a head in the audio graph); text: also the text tower."""
     directory = resolve_directory(reference)
     config = read_json(directory / "config.json")
     where = str(directory / "config.json")
@@ -264,12 +323,17 @@ def read_clap_checkpoint(
     prompt = DEFAULT_PROMPT if prompt is None else prompt
     labels = list(labels or [])
     prompts: list[str] = []
-    if labels:
-        if prompt.count("{}") != 1:
-            raise CheckpointError(f"prompt {prompt!r} must contain '{{}}' exactly once (where the label goes)")
-        prompts = [prompt.format(label) for label in labels]
-        text = embed_prompts(load_model(directory), directory, prompts)  # (C, P), unit norm
-        state = {**state, "zero_shot.weight": logit_scale * text}
+    if prompt.count("{}") != 1:
+        raise CheckpointError(f"prompt {prompt!r} must contain '{{}}' exactly once (where the label goes)")
+    text_side = None
+    if labels or text:
+        model, tokenizer = load_model(directory), load_tokenizer(directory)
+        if labels:
+            prompts = [prompt.format(label) for label in labels]
+            label_text = embed_prompts(model, tokenizer, prompts)  # (C, P), unit norm
+            state = {**state, "zero_shot.weight": logit_scale * label_text}
+        if text:
+            text_side = text_checkpoint(model, tokenizer, prompt)
     expected = module_shapes(ClapAudioTower, encoder, frontend.num_frames, len(labels))
     converted = convert_state_dict(state, expected, _RULES, where=str(weights_path), ignore=_NOT_AUDIO)
     return ClapCheckpoint(
@@ -280,6 +344,7 @@ def read_clap_checkpoint(
         prompts=prompts,
         logit_scale=logit_scale,
         weights_path=weights_path,
+        text=text_side,
     )
 
 

@@ -24,7 +24,7 @@ def get_settings(request: Request) -> Settings:
 def get_serving(lifecycle: LifecycleDep) -> Serving:
     if lifecycle.engine is None or not lifecycle.engine.ready:
         raise NotReady("the server is still loading its models")
-    return Serving(lifecycle.engine)
+    return Serving(lifecycle.engine, lifecycle.indexes)
 
 
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]

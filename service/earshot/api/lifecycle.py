@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from earshot import metrics
 from earshot.engine import Engine
 from earshot.engine.engine import BundleReference, EngineSelfTestFailed
+from earshot.search.served import ServedIndexes
 from earshot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Lifecycle:
         self.settings = settings
         self._bundles = list(bundles) if bundles is not None else None
         self.engine: Engine | None = None
+        self.indexes: ServedIndexes = ServedIndexes([])  # what /v1/search searches (--index)
         self.state = State.STARTING
         self.failure: str | None = None
         self.on_failure: Callable[[str], None] | None = None  # the server exits when startup fails
@@ -59,6 +61,10 @@ class Lifecycle:
             self.engine = engine
             began = time.perf_counter()
             await engine.start()
+            if self.settings.indexes:
+                self.indexes = await asyncio.to_thread(
+                    ServedIndexes.load, self.settings.indexes, lambda model: self._model_dim(engine, model)
+                )
         except EngineSelfTestFailed as error:
             self.state = State.SELF_TEST_FAILED
             self.failure = str(error)
@@ -75,6 +81,12 @@ class Lifecycle:
             self.state = State.READY
             metrics.READY.set(1)
         log.info("ready in %.2f s", time.perf_counter() - began)
+
+    @staticmethod
+    def _model_dim(engine: Engine, model: str) -> int | None:
+        if model not in engine.models:
+            return None
+        return engine.bundle(model).manifest.embedding_dim
 
     async def drain(self, grace_s: float) -> bool:
         """Refuse new requests, finish admitted ones. True when everything finished within grace_s."""

@@ -17,6 +17,12 @@ class EmbedParams(BaseModel):
     model: str | None = Field(None, description='bundle name; "default" or none: the default model')
     top_k: int | None = Field(None, ge=0, le=MAX_TOP_K, description="tags to return (default: the server's)")
     windows: bool = Field(False, description="also return per-window results with timestamps")
+    labels: list[str] | None = Field(
+        None,
+        description="models with a text tower (CLAP): score tags over exactly these labels, zero-shot "
+        "(repeat the parameter once per label)",
+    )
+    prompt: str | None = Field(None, description="with labels: the prompt template, '{}' where the label goes")
 
 
 class TagOut(BaseModel):
@@ -41,10 +47,14 @@ class EmbedResponse(BaseModel):
 
 # -- OpenAI-style ----------------------------------------------------------------------------------
 class EmbeddingsRequest(BaseModel):
-    """POST /v1/embeddings: inputs are audio files as base64 data URIs (`data:audio/wav;base64,...`)."""
+    """POST /v1/embeddings: inputs are audio files as base64 data URIs (`data:audio/wav;base64,...`),
+    or, with `"modality": "text"` and a model with a text tower, strings to embed in the same space."""
 
     model: str = Field(description='bundle name, or "default"')
-    input: str | list[str] = Field(description="one data URI, or a list of them")
+    input: str | list[str] = Field(description="one data URI or string, or a list of them")
+    modality: Literal["audio", "text"] = Field(
+        "audio", description="audio: inputs are data URIs; text: inputs are strings (CLAP's text tower)"
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, gt=0, description="if given, must equal the model's embedding size")
     user: str | None = None
@@ -57,7 +67,7 @@ class EmbeddingItem(BaseModel):
 
 
 class Usage(BaseModel):
-    prompt_tokens: int  # windows run
+    prompt_tokens: int  # windows run (audio), token ids run (text)
     total_tokens: int
 
 
@@ -80,6 +90,7 @@ class ModelCard(BaseModel):
     hop_seconds: float
     embedding_dim: int
     num_labels: int
+    modalities: list[str]  # "audio", and "text" where the model has a text tower
     providers: list[str]
     default: bool
     self_test: SelfTestOut
@@ -114,3 +125,30 @@ class ErrorResponse(BaseModel):
 class Probe(BaseModel):
     status: str
     models: list[str] = []
+
+
+# -- search ----------------------------------------------------------------------------------------
+MAX_SEARCH_K = 1000
+
+
+class SearchRequest(BaseModel):
+    """POST /v1/search: the nearest catalog entries to a text query or an audio clip."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description='the model that embedded the index; "default" or none: the default')
+    query: str | None = Field(None, description="text to search with (models with a text tower)")
+    audio: str | None = Field(None, description="an audio clip as a data URI (data:audio/...;base64,...)")
+    k: int = Field(10, ge=1, le=MAX_SEARCH_K, description="results to return")
+    index: str | None = Field(None, description="index name, where the model has more than one")
+
+
+class SearchResult(BaseModel):
+    path: str
+    score: float  # cosine similarity, 1 = the same direction
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    model: str
+    index: str

@@ -16,6 +16,7 @@ import numpy as np
 from earshot.api import schemas
 from earshot.engine import EmbedResult, Engine, Tag
 from earshot.engine.errors import InvalidInput, UnsupportedMediaType
+from earshot.search.served import ServedIndexes
 
 AUDIO_MEDIA_PREFIX = "audio/"
 OCTET_STREAM = "application/octet-stream"
@@ -38,15 +39,44 @@ def is_audio_media_type(media_type: str) -> bool:
 
 
 class Serving:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, indexes: ServedIndexes | None = None) -> None:
         self.engine = engine
+        self.indexes = indexes if indexes is not None else ServedIndexes([])
 
     def resolve(self, model: str | None) -> str:
         return self.engine.resolve(model)
 
     async def embed(self, data: bytes, params: schemas.EmbedParams) -> tuple[schemas.EmbedResponse, Timing]:
-        result = await self.engine.embed_audio(data, params.model, top_k=params.top_k, windows=params.windows)
+        result = await self.engine.embed_audio(
+            data, params.model, top_k=params.top_k, windows=params.windows, labels=params.labels, prompt=params.prompt
+        )
         return _embed_response(result), Timing(result.queue_time_ms, result.inference_time_ms)
+
+    async def text_embeddings(self, request: schemas.EmbeddingsRequest) -> tuple[schemas.EmbeddingsResponse, Timing]:
+        name = self.engine.resolve(request.model)
+        texts = [request.input] if isinstance(request.input, str) else request.input
+        result = await self.engine.embed_text(texts, name)
+        data = [
+            schemas.EmbeddingItem(index=index, embedding=_encode(row, request.encoding_format))
+            for index, row in enumerate(result.embedding)
+        ]
+        usage = schemas.Usage(prompt_tokens=result.tokens, total_tokens=result.tokens)
+        return schemas.EmbeddingsResponse(data=data, model=name, usage=usage), Timing(0.0, 0.0)
+
+    async def search(self, request: schemas.SearchRequest) -> schemas.SearchResponse:
+        name = self.engine.resolve(request.model)
+        if (request.query is None) == (request.audio is None):
+            raise InvalidInput("give exactly one of query (text) and audio (a data URI)")
+        index = self.indexes.for_model(name, request.index)
+        if request.query is not None:
+            vector = (await self.engine.embed_text([request.query], name)).embedding[0]
+        else:
+            assert request.audio is not None
+            vector = (await self.engine.embed_audio(decode_data_uri(request.audio, 0, "audio"), name, top_k=0)).embedding
+        hits = self.indexes.search(index, vector, request.k)
+        return schemas.SearchResponse(
+            results=[schemas.SearchResult(path=hit.path, score=hit.score) for hit in hits], model=name, index=index.name
+        )
 
     async def embeddings(
         self, request: schemas.EmbeddingsRequest
@@ -55,6 +85,8 @@ class Serving:
         dimension = self.engine.bundle(name).manifest.embedding_dim
         if request.dimensions is not None and request.dimensions != dimension:
             raise InvalidInput(f"model {name} gives {dimension} dimensions, not {request.dimensions}")
+        if request.modality == "text":
+            return await self.text_embeddings(request)
         inputs = [request.input] if isinstance(request.input, str) else request.input
         if not inputs:
             raise InvalidInput("input is empty: give one or more audio data URIs")
@@ -88,6 +120,7 @@ class Serving:
                     hop_seconds=summary["hop_seconds"],
                     embedding_dim=summary["embedding_dim"],
                     num_labels=summary["num_labels"],
+                    modalities=summary["modalities"],
                     providers=self.engine.providers(name),
                     default=name == self.engine.default_model,
                     self_test=schemas.SelfTestOut(**_self_test_fields(self.engine.self_test(name).to_json())),
@@ -100,24 +133,24 @@ def _self_test_fields(result: dict) -> dict:
     return {key: value for key, value in result.items() if key in schemas.SelfTestOut.model_fields}
 
 
-def decode_data_uri(item: str, index: int) -> bytes:
-    """`data:audio/<type>;base64,<payload>` (or bare base64) -> the audio file's bytes."""
+def decode_data_uri(item: str, index: int, field: str | None = None) -> bytes:
+    """`data:audio/<type>;base64,<payload>` (or bare base64) -> the audio file's bytes.
+    Errors name `field` (default: input[index])."""
+    where = field or f"input[{index}]"
     payload = item
     if item.startswith("data:"):
         header, comma, payload = item[len("data:") :].partition(",")
         if not comma:
-            raise InvalidInput(f"input[{index}]: a data URI needs a comma before its payload")
+            raise InvalidInput(f"{where}: a data URI needs a comma before its payload")
         media_type, *parameters = header.split(";")
         if "base64" not in parameters:
-            raise InvalidInput(f"input[{index}]: the data URI must be base64 (data:audio/...;base64,...)")
+            raise InvalidInput(f"{where}: the data URI must be base64 (data:audio/...;base64,...)")
         if media_type and not is_audio_media_type(media_type.strip().lower()):
-            raise UnsupportedMediaType(
-                f"input[{index}]: media type {media_type!r} is not audio/* or {OCTET_STREAM}"
-            )
+            raise UnsupportedMediaType(f"{where}: media type {media_type!r} is not audio/* or {OCTET_STREAM}")
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as error:
-        raise InvalidInput(f"input[{index}]: not valid base64 ({error}); send data:audio/...;base64,...") from error
+        raise InvalidInput(f"{where}: not valid base64 ({error}); send data:audio/...;base64,...") from error
 
 
 async def _all(calls) -> list[EmbedResult]:

@@ -39,9 +39,12 @@ def assemble_clip(
     cut_windows: Windows,
     k: int,
     with_windows: bool,
+    labels: list[str] | None = None,  # the logits' labels when not the bundle's (zero-shot per request)
+    activation: str | None = None,  # their activation when not the bundle's
 ) -> ClipResult:
-    labels = bundle.labels
-    scores = tag_scores(logits, bundle.manifest.tag_activation) if logits is not None else None  # (n, labels)
+    labels = bundle.labels if labels is None else labels
+    activation = bundle.manifest.tag_activation if activation is None else activation
+    scores = tag_scores(logits, activation) if logits is not None else None  # (n, labels)
     per_window = None
     if with_windows:
         per_window = [

@@ -31,6 +31,13 @@ class EngineConfig:
     max_wait_ms: float = 5.0
     max_queued_windows: int = 4096
     runner_threads: int = 1  # batches run at once per bundle
+    # the text tower (CLAP bundles)
+    max_batch_tokens: int = 8192  # padded tokens (rows x longest) per text batch
+    max_queued_texts: int = 4096
+    max_texts_per_request: int = 2048  # strings in one /v1/embeddings request (OpenAI's limit)
+    max_text_chars: int = 10000  # one string, before tokenising (longer token lists are cut)
+    max_labels: int = 1000  # labels in one zero-shot request
+    label_cache_size: int = 10000  # label prompt embeddings kept per model
     # ONNX Runtime
     providers: tuple[str, ...] = ("cpu",)  # in order of preference: tensorrt, cuda, cpu
     threads: int = 0  # intra-op threads per session; 0 = ONNX Runtime's choice

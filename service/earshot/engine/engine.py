@@ -25,11 +25,22 @@ from earshot.engine.assembly import WindowResult, assemble_clip
 from earshot.engine.audio import Audio, AudioLimits, decode
 from earshot.engine.batcher import Batcher, BatcherConfig, JobResult
 from earshot.engine.config import EngineConfig
-from earshot.engine.errors import DeadlineExceeded, Draining, EmptyAudio, NotReady, UnknownModel
+from earshot.engine.errors import (
+    DeadlineExceeded,
+    Draining,
+    EmptyAudio,
+    InvalidText,
+    NoTextTower,
+    NotReady,
+    UnknownModel,
+)
 from earshot.engine.pooling import Tag
 from earshot.engine.runner import Runner
 from earshot.engine.self_test import SelfTestFailed, SelfTestResult, open_runner
+from earshot.engine.text import TextEncoder
+from earshot.engine.text_batcher import TextBatcher, TextBatcherConfig
 from earshot.engine.windows import Windows, WindowSpec, cut, window_spec
+from earshot.engine.zero_shot import LabelCache, prompts_for, zero_shot_logits
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +68,26 @@ class EmbedResult:
     inference_time_ms: float
 
 
+@dataclass(frozen=True)
+class TextResult:
+    model: str
+    embedding: np.ndarray  # (n_texts, embedding_dim) float32, unit norm
+    tokens: int  # token ids run, special tokens included
+
+
+@dataclass
+class _Text:
+    encoder: TextEncoder
+    batcher: TextBatcher
+    labels: LabelCache
+
+
 @dataclass
 class _Model:
     bundle: bundle_format.Bundle
     runner: Runner
     batcher: Batcher
+    text: _Text | None = None
 
     @property
     def spec(self) -> WindowSpec:
@@ -104,9 +130,18 @@ class Engine:
             max_queued_windows=self.config.max_queued_windows,
             runner_threads=self.config.runner_threads,
         )
-        for runner in loaded:  # batchers are made here, on the event loop they serve
+        text_config = TextBatcherConfig(
+            max_batch_tokens=self.config.max_batch_tokens,
+            max_wait_s=self.config.max_wait_ms / 1000.0,
+            max_queued_texts=self.config.max_queued_texts,
+        )
+        for runner, encoder in loaded:  # batchers are made here, on the event loop they serve
             name = runner.bundle.name
-            self._models[name] = _Model(runner.bundle, runner, Batcher(name, runner, batcher_config))
+            text = None
+            if encoder is not None:
+                text = _Text(encoder, TextBatcher(name, encoder, text_config), LabelCache(name, self.config.label_cache_size))
+                text.batcher.start()
+            self._models[name] = _Model(runner.bundle, runner, Batcher(name, runner, batcher_config), text)
             self._order.append(name)
             self._models[name].batcher.start()
         self._decoder = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="earshot-decode")
@@ -114,16 +149,17 @@ class Engine:
         self._ready = True
         log.info("engine ready: %s", ", ".join(self._order))
 
-    def _load_all(self) -> list[Runner]:
-        """In a worker thread: verify and load every bundle, open, warm up and self-test its session.
+    def _load_all(self) -> list[tuple[Runner, TextEncoder | None]]:
+        """In a worker thread: verify and load every bundle, open, warm up and self-test its session
+        (and open its text tower, where it has one).
 
         Every bundle is tried; when any fails its self-test, EngineSelfTestFailed names them all.
         """
-        runners: list[Runner] = []
+        runners: list[tuple[Runner, TextEncoder | None]] = []
         runner_config = self.config.runner_config()
         for reference in self._references:
             loaded = self._load_bundle(reference)
-            if any(runner.bundle.name == loaded.name for runner in runners):
+            if any(runner.bundle.name == loaded.name for runner, _ in runners):
                 raise bundle_format.BundleError(f"two bundles are named {loaded.name!r}")
             began = time.perf_counter()
             try:
@@ -132,8 +168,12 @@ class Engine:
                 self.self_tests[loaded.name] = failure.result
                 continue
             self.self_tests[loaded.name] = result
+            encoder = None
+            if loaded.manifest.has_text:
+                encoder = TextEncoder(loaded, runner_config)
+                encoder.warm_up()
             log.info("model %s loaded and warmed up in %.2f s", loaded.name, time.perf_counter() - began)
-            runners.append(runner)
+            runners.append((runner, encoder))
         failed = [result for result in self.self_tests.values() if not result.passed]
         if failed:
             raise EngineSelfTestFailed(failed)
@@ -160,7 +200,10 @@ class Engine:
         self._accepting = False
         for model in self._models.values():
             model.batcher.stop_admitting()
+            if model.text is not None:
+                model.text.batcher.stop_admitting()
         waits = [model.batcher.wait_idle() for model in self._models.values()]
+        waits += [model.text.batcher.wait_idle() for model in self._models.values() if model.text is not None]
         try:
             await asyncio.wait_for(asyncio.gather(*waits), timeout_s)
         except TimeoutError:
@@ -172,6 +215,7 @@ class Engine:
         self._accepting = False
         self._ready = False
         await asyncio.gather(*(model.batcher.close() for model in self._models.values()))
+        await asyncio.gather(*(model.text.batcher.close() for model in self._models.values() if model.text))
         if self._decoder is not None:
             self._decoder.shutdown(wait=False, cancel_futures=True)
 
@@ -202,6 +246,10 @@ class Engine:
 
     def bundle(self, model: str | None = None) -> bundle_format.Bundle:
         return self._models[self.resolve(model)].bundle
+
+    def has_text(self, model: str | None = None) -> bool:
+        """Whether the model has a text tower (text embeddings, labels per request, search by text)."""
+        return self._models[self.resolve(model)].text is not None
 
     def self_test(self, model: str | None = None) -> SelfTestResult:
         return self.self_tests[self.resolve(model)]
@@ -245,14 +293,20 @@ class Engine:
         top_k: int | None = None,
         windows: bool = False,
         timeout_s: float | None = None,
+        labels: list[str] | None = None,
+        prompt: str | None = None,
     ) -> EmbedResult:
         """Decode `data` (any format soundfile reads) and embed it; the timeout covers both."""
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.config.request_timeout_s)
+        if labels is not None:
+            self._check_labels(self.resolve(model), labels, prompt)  # before the work of decoding
         audio = await self.decode(data, model)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded("the deadline passed while decoding the audio")
-        return await self.embed(audio.waveform, model, top_k=top_k, windows=windows, timeout_s=remaining)
+        return await self.embed(
+            audio.waveform, model, top_k=top_k, windows=windows, timeout_s=remaining, labels=labels, prompt=prompt
+        )
 
     async def embed(
         self,
@@ -262,8 +316,14 @@ class Engine:
         top_k: int | None = None,
         windows: bool = False,
         timeout_s: float | None = None,
+        labels: list[str] | None = None,
+        prompt: str | None = None,
     ) -> EmbedResult:
-        """Embed a mono float32 waveform (samples,) already at the model's sample rate."""
+        """Embed a mono float32 waveform (samples,) already at the model's sample rate.
+
+        labels (models with a text tower): tags are scored over exactly these labels, zero-shot,
+        each embedded as `prompt` (default: the bundle's) with the label in its '{}'.
+        """
         name = self._check_accepting(model)
         served = self._models[name]
         manifest = served.bundle.manifest
@@ -272,13 +332,77 @@ class Engine:
             raise ValueError(f"waveform must be mono, shape (samples,); got {waveform.shape}")
         if waveform.shape[0] == 0:
             raise EmptyAudio("the waveform holds no samples")
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.config.request_timeout_s)
+        label_embedding = None
+        if labels is not None:
+            label_embedding = await self._label_embeddings(served, labels, prompt, deadline - time.monotonic())
         cut_windows = cut(waveform, served.spec)
-        result = await served.batcher.submit(
-            cut_windows, timeout_s if timeout_s is not None else self.config.request_timeout_s
-        )
+        result = await served.batcher.submit(cut_windows, deadline - time.monotonic())
         duration_s = waveform.shape[0] / manifest.sample_rate
         metrics.AUDIO_SECONDS.labels(model=name).inc(duration_s)
+        if label_embedding is not None and served.text is not None and labels is not None:
+            logits = zero_shot_logits(result.embedding, label_embedding, served.text.encoder.spec.logit_scale)
+            result = JobResult(result.embedding, logits, result.queue_time_s, result.inference_time_s)
+            return self._assemble(served, result, cut_windows, duration_s, top_k, windows, labels, "softmax")
         return self._assemble(served, result, cut_windows, duration_s, top_k, windows)
+
+    async def embed_text(
+        self, texts: list[str], model: str | None = None, *, timeout_s: float | None = None
+    ) -> TextResult:
+        """Embed strings with the model's text tower: (n, embedding_dim), unit norm, in the audio space."""
+        name = self._check_accepting(model)
+        text = self._text_of(name)
+        self._check_texts(texts)
+        token_ids = text.encoder.tokenize(texts)
+        embedding = await text.batcher.submit(
+            token_ids, timeout_s if timeout_s is not None else self.config.request_timeout_s
+        )
+        return TextResult(model=name, embedding=embedding, tokens=sum(len(ids) for ids in token_ids))
+
+    def _text_of(self, name: str) -> _Text:
+        text = self._models[name].text
+        if text is None:
+            raise NoTextTower(
+                f"model {name} has no text tower: text embeddings, labels per request and search by text need "
+                "a CLAP bundle exported with its tokenizer"
+            )
+        return text
+
+    def _check_texts(self, texts: list[str], what: str = "input") -> None:
+        if not texts:
+            raise InvalidText(f"{what} is empty: give one or more strings")
+        if len(texts) > self.config.max_texts_per_request:
+            raise InvalidText(f"{what} has {len(texts)} strings; at most {self.config.max_texts_per_request} per request")
+        for index, item in enumerate(texts):
+            if not isinstance(item, str) or not item.strip():
+                raise InvalidText(f"{what}[{index}] is empty")
+            if len(item) > self.config.max_text_chars:
+                raise InvalidText(f"{what}[{index}] has {len(item)} characters; at most {self.config.max_text_chars}")
+
+    def _check_labels(self, name: str, labels: list[str], prompt: str | None) -> None:
+        self._text_of(name)
+        if len(labels) > self.config.max_labels:
+            raise InvalidText(f"{len(labels)} labels; at most {self.config.max_labels} per request")
+        self._check_texts(labels, "labels")
+        if len(set(labels)) != len(labels):
+            raise InvalidText("labels repeat: give each label once")
+        if prompt is not None and prompt.count("{}") != 1:
+            raise InvalidText(f"prompt {prompt!r} must contain '{{}}' exactly once (where the label goes)")
+
+    async def _label_embeddings(
+        self, served: _Model, labels: list[str], prompt: str | None, timeout_s: float
+    ) -> np.ndarray:
+        """(C, P) text embeddings of the labels' prompts, from the cache or the text tower."""
+        self._check_labels(served.bundle.name, labels, prompt)
+        assert served.text is not None
+        text = served.text
+        prompts = prompts_for(labels, text.encoder.spec.prompt if prompt is None else prompt)
+        found, missing = text.labels.lookup(prompts)
+        if missing:
+            embedded = await text.batcher.submit(text.encoder.tokenize(missing), timeout_s)
+            text.labels.store(missing, embedded)
+            found.update(zip(missing, embedded, strict=True))
+        return np.stack([found[p] for p in prompts])  # (C, P)
 
     def _check_accepting(self, model: str | None) -> str:
         if not self._ready:
@@ -295,6 +419,8 @@ class Engine:
         duration_s: float,
         k: int | None,
         with_windows: bool,
+        labels: list[str] | None = None,
+        activation: str | None = None,
     ) -> EmbedResult:
         clip = assemble_clip(
             served.bundle,
@@ -303,6 +429,8 @@ class Engine:
             cut_windows,
             self.config.default_top_k if k is None else k,
             with_windows,
+            labels,
+            activation,
         )
         return EmbedResult(
             model=served.bundle.name,

@@ -52,6 +52,23 @@ class InvalidInput(ServiceError):
     code = "invalid_input"
 
 
+class NoTextTower(InvalidInput):
+    """Text asked of a model without a text tower (only CLAP bundles have one)."""
+
+    code = "no_text_tower"
+
+
+class InvalidText(InvalidInput):
+    """Text that cannot be embedded: empty, too long, or too many strings in one request."""
+
+    code = "invalid_text"
+
+
+# -- search -------------------------------------------------------------------------------------
+class UnknownIndex(ServiceError):
+    code = "index_not_found"
+
+
 # -- the engine ---------------------------------------------------------------------------------
 class UnknownModel(ServiceError):
     code = "model_not_found"

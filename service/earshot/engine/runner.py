@@ -87,6 +87,18 @@ def _default_options() -> onnxruntime.SessionOptions:
     return options
 
 
+def session_options(config: RunnerConfig) -> onnxruntime.SessionOptions:
+    """A serving session's options: full graph optimisation, sequential, the configured threads."""
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = config.intra_op_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spin_threads else "0")
+    return options
+
+
 class Runner:
     def __init__(self, bundle: Bundle, config: RunnerConfig) -> None:
         manifest = bundle.manifest
@@ -97,15 +109,8 @@ class Runner:
             np.dtype(_spec(manifest.inputs, NUM_SAMPLES_INPUT).dtype) if manifest.takes_num_samples else None
         )
         self._output_names = [EMBEDDING_OUTPUT] + ([LOGITS_OUTPUT] if manifest.has_logits else [])
-        options = onnxruntime.SessionOptions()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = config.intra_op_threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spin_threads else "0")
         self.session, self.arithmetic = open_session(
-            bundle.model_path, manifest.precision, self._providers(), config.arithmetic, options
+            bundle.model_path, manifest.precision, self._providers(), config.arithmetic, session_options(config)
         )
         self.providers: list[str] = self.session.get_providers()
         log.info("model %s runs on %s: %s", manifest.name, ", ".join(self.providers), self.arithmetic)
