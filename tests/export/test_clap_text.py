@@ -206,3 +206,39 @@ async def test_bad_label_requests_get_422(exported, audio_dir, tmp_path, query, 
         )
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == code
+
+
+@pytest.mark.anyio
+async def test_search_by_text_over_a_catalog_of_real_clips(clap, exported, audio_dir, tmp_path):
+    """earshot embed -> earshot index -> /v1/search {"query"}: the order of exact cosine between the
+    catalog's clip embeddings and transformers' text embedding of the query."""
+    import asyncio
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in CLIPS:
+        shutil.copy(audio_dir / name, clips / name)
+    catalog = tmp_path / "catalog.parquet"
+    embed = ["embed", str(clips), "--bundle", str(exported.path), "--out", str(catalog), "--workers", "1"]
+    assert await asyncio.to_thread(main, embed) == 0  # the catalog job runs its own event loop
+    assert main(["index", str(catalog), "--out", str(tmp_path / "sounds")]) == 0
+    rows = pq.read_table(catalog).to_pylist()
+    vectors = np.array([row["embedding"] for row in rows], dtype=np.float64)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    query = "a dog barking in the rain"
+    text = reference_text(clap, [query], exported.manifest.text.max_tokens)[0].astype(np.float64)
+    expected = [rows[i]["path"] for i in np.argsort(-(vectors @ text), kind="stable")]
+    settings = make_settings(tmp_path, indexes=[str(tmp_path / "sounds")])
+    async with serving(settings, [exported.path]) as client:
+        response = await client.post("/v1/search", json={"model": exported.manifest.name, "query": query, "k": 3})
+        empty = await client.post("/v1/search", json={"model": exported.manifest.name, "query": "  "})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["index"] == "sounds" and [hit["path"] for hit in body["results"]] == expected[:3]
+    np.testing.assert_allclose(
+        [hit["score"] for hit in body["results"]], np.sort(vectors @ text)[::-1][:3], atol=2e-3  # f16 vectors
+    )
+    assert (empty.status_code, empty.json()["error"]["code"]) == (422, "invalid_text")

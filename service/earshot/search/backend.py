@@ -20,6 +20,10 @@ from typing import Protocol
 import numpy as np
 
 SCALARS = ("f32", "f16", "i8")
+# HNSW's breadth when searching: 64 (usearch's default) gave recall@10 0.91-0.92 on 20k clustered
+# 64-d vectors, 128 gives 0.97-0.98 at half the queries/s, 256 0.99+ (tests/service/test_search.py's
+# set, measured here; BENCHMARKS.md §6 has 512-d at 100k)
+EXPANSION_SEARCH = 128
 
 
 class VectorIndex(Protocol):
@@ -45,7 +49,7 @@ class UsearchIndex:
 
     @classmethod
     def create(cls, dim: int, scalar: str = "f16", connectivity: int = 16, expansion_add: int = 128,
-               expansion_search: int = 64) -> UsearchIndex:
+               expansion_search: int = EXPANSION_SEARCH) -> UsearchIndex:
         from usearch.index import Index
 
         if scalar not in SCALARS:
@@ -54,7 +58,7 @@ class UsearchIndex:
                          expansion_add=expansion_add, expansion_search=expansion_search))
 
     @classmethod
-    def open(cls, path: Path, view: bool, expansion_search: int = 64) -> UsearchIndex:
+    def open(cls, path: Path, view: bool, expansion_search: int = EXPANSION_SEARCH) -> UsearchIndex:
         """A saved index: memory-mapped read-only (view, for serving) or loaded to grow it."""
         from usearch.index import Index
 
@@ -86,7 +90,8 @@ class UsearchIndex:
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         got_keys = np.asarray(found.keys).reshape(len(queries), -1)
         got_distances = np.asarray(found.distances).reshape(len(queries), -1)
-        counts = np.asarray(found.counts).reshape(-1)
+        # one query row gives usearch's Matches (no counts), more give BatchMatches
+        counts = np.asarray(found.counts).reshape(-1) if hasattr(found, "counts") else np.array([len(found.keys)])
         for row, count in enumerate(counts):
             keys[row, :count] = got_keys[row, :count].astype(np.int64)
             scores[row, :count] = 1.0 - got_distances[row, :count]  # usearch's cos metric is 1 - cosine
