@@ -242,3 +242,26 @@ async def test_search_by_text_over_a_catalog_of_real_clips(clap, exported, audio
         [hit["score"] for hit in body["results"]], np.sort(vectors @ text)[::-1][:3], atol=2e-3  # f16 vectors
     )
     assert (empty.status_code, empty.json()["error"]["code"]) == (422, "invalid_text")
+
+
+@pytest.mark.anyio
+async def test_text_requests_share_batches(clap, exported, tmp_path):
+    import asyncio
+    import re
+
+    name = exported.manifest.name
+    expected = reference_text(clap, TEXTS[:3], exported.manifest.text.max_tokens)
+    def batches_run(metrics: str) -> float:
+        found = re.findall(rf'earshot_text_inference_seconds_count{{model="{name}"}} (\S+)', metrics)
+        return float(found[0]) if found else 0.0
+
+    async with serving(make_settings(tmp_path, max_wait_ms=100.0), [exported.path]) as client:
+        before = batches_run((await client.get("/metrics")).text)  # metrics are the process's
+        answers = await asyncio.gather(*(
+            client.post("/v1/embeddings", json={"model": name, "input": [text], "modality": "text"})
+            for text in TEXTS[:3] * 2
+        ))
+        metrics = (await client.get("/metrics")).text
+    for answer, row in zip(answers, [*expected, *expected], strict=True):
+        np.testing.assert_allclose(answer.json()["data"][0]["embedding"], row, atol=1e-5)
+    assert 1 <= batches_run(metrics) - before < 6  # six requests, fewer batches
