@@ -38,6 +38,7 @@ def run_export(args: argparse.Namespace) -> int:
         tstride=args.tstride,
         input_tdim=args.input_tdim,
         prompt=args.prompt,
+        tokenizer=getattr(args, "tokenizer", None),
     )
     try:
         model = load_torch_model(scheme, reference, options)

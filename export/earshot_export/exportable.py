@@ -61,6 +61,9 @@ class ExportableModel:
     attention_heads: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
     text: ExportableText | None = None  # CLAP's text tower -> text.onnx + tokenizer.json
+    # fp32 parity's bound on |logits diff| (None: parity.FP32_LOGITS_ATOL); zero-shot heads, whose
+    # logits are a scaled cosine, set parity.COSINE_ATOL * their scale
+    logits_atol: float | None = None
 
     @property
     def num_labels(self) -> int:

