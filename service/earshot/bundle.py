@@ -38,6 +38,7 @@ WAVEFORM_INPUT = "waveform"  # float32 [batch, input_samples], mono, at sample_r
 NUM_SAMPLES_INPUT = "num_samples"  # int64 [batch]: how many leading samples of the window are real
 EMBEDDING_OUTPUT = "embedding"  # float32 [batch, embedding_dim]
 LOGITS_OUTPUT = "logits"  # float32 [batch, num_labels]
+FRAMES_OUTPUT = "frames"  # float32 [batch, n_frames, frame_dim]: frame features (speech encoders)
 # the text tower's graph (CLAP): right-padded token ids -> the L2-normalised text embedding
 TEXT_MODEL_FILE = "text.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -94,6 +95,20 @@ class Context:
     before: int = 0
     after: int = 0
     edge: str = "zeros"
+
+
+@dataclass(frozen=True)
+class FrameGrid:
+    """Where a graph's frame features sit in its window (the `frames` output).
+
+    Frame j of a window starting at sample s covers the hop cell [s + j * hop_samples,
+    s + (j + 1) * hop_samples) (what its timestamps say); its receptive field is
+    receptive_samples long from s + j * hop_samples. `count` frames per window.
+    """
+
+    hop_samples: int
+    receptive_samples: int
+    count: int
 
 
 @dataclass(frozen=True)
@@ -168,6 +183,7 @@ class Manifest:
     # empty in bundles written before it existed, which load with a warning
     probe: dict[str, Any] = field(default_factory=dict)
     text: TextTower | None = None  # the text tower (CLAP); None: audio only
+    frame_grid: FrameGrid | None = None  # with a `frames` output: where its frames sit
     format: str = FORMAT
 
     # -- derived ---------------------------------------------------------------------------------
@@ -187,6 +203,10 @@ class Manifest:
     @property
     def has_logits(self) -> bool:
         return any(o.name == LOGITS_OUTPUT for o in self.outputs)
+
+    @property
+    def has_frames(self) -> bool:
+        return any(o.name == FRAMES_OUTPUT for o in self.outputs)
 
     @property
     def has_text(self) -> bool:
@@ -229,6 +249,8 @@ class Manifest:
             fields["outputs"] = [TensorSpec(**t) for t in fields["outputs"]]
             if fields.get("text") is not None:
                 fields["text"] = TextTower.from_json(fields["text"])
+            if fields.get("frame_grid") is not None:
+                fields["frame_grid"] = FrameGrid(**fields["frame_grid"])
             manifest = cls(**fields)
         except (KeyError, TypeError) as error:
             raise BundleError(f"malformed manifest: {error}") from error
@@ -269,6 +291,14 @@ class Manifest:
             problems.append(f"padding mode 'frames' needs a {NUM_SAMPLES_INPUT!r} input")
         if self.text is not None:
             problems.extend(self.text.problems(self.embedding_dim, self.files))
+        if self.has_frames != (self.frame_grid is not None):
+            problems.append(f"a {FRAMES_OUTPUT!r} output and a frame_grid go together")
+        elif self.frame_grid is not None:
+            grid = self.frame_grid
+            if grid.hop_samples <= 0 or grid.receptive_samples <= 0 or grid.count <= 0:
+                problems.append(f"frame_grid {grid} must be positive")
+            elif grid.count * grid.hop_samples > self.window_samples + grid.hop_samples:
+                problems.append(f"frame_grid: {grid.count} frames of {grid.hop_samples} samples overrun the window")
         if problems:
             raise BundleError("invalid manifest: " + "; ".join(problems))
 

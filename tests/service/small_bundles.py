@@ -159,3 +159,73 @@ def _finish(root: Path, manifest: bundle_format.Manifest, probe: bool) -> bundle
                             SAMPLE_RATE)
         manifest = dataclasses.replace(manifest, probe=entry)
     return bundle_format.write(root, manifest, LABELS)
+
+
+# -- a bundle with frame features (the speech encoders' shape) ----------------------------------------
+FRAME_DIM = 6
+FRAME_WEIGHTS = np.random.default_rng(13).standard_normal((FRAME_SAMPLES, FRAME_DIM)).astype(np.float32)
+
+
+def frames_reference(windows: np.ndarray, num_samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the frames graph computes: windows (B, 1600), num_samples (B,) -> embedding (B, 6) =
+    the mean of the real frames, frames (B, 16, 6) = each 100-sample frame times a matrix (zero past num_samples)."""
+    frames = windows.reshape(-1, FRAMES, FRAME_SAMPLES) @ FRAME_WEIGHTS  # (B, 16, 6)
+    real = (np.arange(FRAMES)[None, :] * FRAME_SAMPLES < num_samples[:, None]).astype(np.float32)  # (B, 16)
+    frames = frames * real[:, :, None]
+    return frames.sum(axis=1) / np.maximum(real.sum(axis=1, keepdims=True), 1.0), frames
+
+
+def _frames_graph() -> onnx.ModelProto:
+    initializers = [
+        numpy_helper.from_array(FRAME_WEIGHTS, "w_frame"),
+        numpy_helper.from_array(np.array([-1, FRAMES, FRAME_SAMPLES], dtype=np.int64), "frame_shape"),
+        numpy_helper.from_array(np.arange(FRAMES, dtype=np.int64) * FRAME_SAMPLES, "frame_starts"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis_1"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "axis_2"),
+        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["waveform", "frame_shape"], ["cells"]),  # (B, 16, 100)
+        helper.make_node("MatMul", ["cells", "w_frame"], ["frames_all"]),  # (B, 16, 6)
+        helper.make_node("Unsqueeze", ["num_samples", "axis_1"], ["num_samples_column"]),  # (B, 1)
+        helper.make_node("Less", ["frame_starts", "num_samples_column"], ["is_real"]),  # (B, 16)
+        helper.make_node("Cast", ["is_real"], ["real"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["real", "axis_2"], ["real_3d"]),  # (B, 16, 1)
+        helper.make_node("Mul", ["frames_all", "real_3d"], ["frames"]),
+        helper.make_node("ReduceSum", ["frames", "axis_1"], ["frame_sum"], keepdims=0),  # (B, 6)
+        helper.make_node("ReduceSum", ["real", "axis_1"], ["real_count"], keepdims=1),  # (B, 1)
+        helper.make_node("Max", ["real_count", "one"], ["count"]),
+        helper.make_node("Div", ["frame_sum", "count"], ["embedding"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "frames",
+        inputs=[
+            helper.make_tensor_value_info("waveform", TensorProto.FLOAT, ["batch", WINDOW_SAMPLES]),
+            helper.make_tensor_value_info("num_samples", TensorProto.INT64, ["batch"]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", FRAME_DIM]),
+            helper.make_tensor_value_info("frames", TensorProto.FLOAT, ["batch", FRAMES, FRAME_DIM]),
+        ],
+        initializer=initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=9)
+
+
+def write_frames_bundle(root: Path, name: str = "framed", hop_samples: int = WINDOW_SAMPLES) -> bundle_format.Bundle:
+    """Windows of 0.1 s (hop: no overlap by default), 16 frames of 6.25 ms each, no tags."""
+    root.mkdir(parents=True, exist_ok=True)
+    onnx.save(_frames_graph(), str(root / bundle_format.MODEL_FILE))
+    manifest = dataclasses.replace(
+        _manifest(name, takes_num_samples=True, hop_samples=hop_samples),
+        embedding_dim=FRAME_DIM,
+        num_labels=0,
+        outputs=[
+            bundle_format.TensorSpec("embedding", "float32", ["batch", FRAME_DIM]),
+            bundle_format.TensorSpec("frames", "float32", ["batch", FRAMES, FRAME_DIM]),
+        ],
+        frame_grid=bundle_format.FrameGrid(hop_samples=FRAME_SAMPLES, receptive_samples=FRAME_SAMPLES, count=FRAMES),
+    )
+    entry = write_probe(root, root / bundle_format.MODEL_FILE, "fp32", WINDOW_SAMPLES, bundle_format.Context(), SAMPLE_RATE)
+    return bundle_format.write(root, dataclasses.replace(manifest, probe=entry), [])

@@ -23,6 +23,7 @@ class EmbedParams(BaseModel):
         "(repeat the parameter once per label)",
     )
     prompt: str | None = Field(None, description="with labels: the prompt template, '{}' where the label goes")
+    frames: bool = Field(False, description="models with frame features (speech encoders): also return them, timed")
 
 
 class TagOut(BaseModel):
@@ -37,12 +38,19 @@ class WindowOut(BaseModel):
     tags: list[TagOut]
 
 
+class FrameOut(BaseModel):
+    start_s: float  # the frame's cell on the model's frame grid (20 ms for wav2vec 2.0 and kin)
+    end_s: float
+    embedding: list[float]
+
+
 class EmbedResponse(BaseModel):
     model: str
     duration_s: float
     embedding: list[float]
     tags: list[TagOut]
     windows: list[WindowOut] | None = None
+    frames: list[FrameOut] | None = None
 
 
 # -- OpenAI-style ----------------------------------------------------------------------------------

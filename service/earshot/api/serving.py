@@ -48,7 +48,8 @@ class Serving:
 
     async def embed(self, data: bytes, params: schemas.EmbedParams) -> tuple[schemas.EmbedResponse, Timing]:
         result = await self.engine.embed_audio(
-            data, params.model, top_k=params.top_k, windows=params.windows, labels=params.labels, prompt=params.prompt
+            data, params.model, top_k=params.top_k, windows=params.windows, labels=params.labels, prompt=params.prompt,
+            frames=params.frames,
         )
         return _embed_response(result), Timing(result.queue_time_ms, result.inference_time_ms)
 
@@ -185,10 +186,18 @@ def _embed_response(result: EmbedResult) -> schemas.EmbedResponse:
             )
             for window in result.windows
         ]
+    frames = None
+    if result.frames is not None:
+        clip = result.frames
+        frames = [
+            schemas.FrameOut(start_s=start, end_s=end, embedding=row)
+            for start, end, row in zip(clip.start_s.tolist(), clip.end_s.tolist(), clip.embedding.tolist(), strict=True)
+        ]
     return schemas.EmbedResponse(
         model=result.model,
         duration_s=result.duration_s,
         embedding=result.embedding.tolist(),
         tags=_tags(result.tags),
         windows=windows,
+        frames=frames,
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from earshot import bundle as bundle_format
 from earshot import metrics
 from earshot.engine.errors import DeadlineExceeded, Draining, InferenceFailed, QueueFull
 from earshot.engine.runner import BatchOutput, Runner
@@ -45,6 +46,7 @@ class JobResult:
     logits: np.ndarray | None  # (n_windows, num_labels) float32
     queue_time_s: float  # admission until its first window ran
     inference_time_s: float  # start of its first batch until the end of its last
+    frames: np.ndarray | None = None  # (n_windows, n_frames, frame_dim) float32, where the graph has frames
 
 
 @dataclass(eq=False)
@@ -54,6 +56,7 @@ class _Job:
     admitted_at: float  # loop time
     embedding: np.ndarray  # (n_windows, embedding_dim), filled batch by batch
     logits: np.ndarray | None  # (n_windows, num_labels)
+    frames: np.ndarray | None = None  # (n_windows, n_frames, frame_dim)
     taken: int = 0  # windows handed to a batch so far (FIFO, from the first)
     finished: int = 0  # windows whose outputs are in
     first_start: float | None = None
@@ -157,6 +160,7 @@ class Batcher:
             admitted_at=loop.time(),
             embedding=np.empty((len(windows), manifest.embedding_dim), dtype=np.float32),
             logits=np.empty((len(windows), manifest.num_labels), dtype=np.float32) if manifest.has_logits else None,
+            frames=self._frames_buffer(len(windows)),
         )
         self._jobs.append(job)
         self._pending.add(job)
@@ -171,6 +175,13 @@ class Batcher:
         except asyncio.CancelledError:
             self._abandon(job, "cancelled")
             raise
+
+    def _frames_buffer(self, n_windows: int) -> np.ndarray | None:
+        manifest = self.runner.bundle.manifest
+        if manifest.frame_grid is None:
+            return None
+        spec = next(o for o in manifest.outputs if o.name == bundle_format.FRAMES_OUTPUT)
+        return np.empty((n_windows, manifest.frame_grid.count, int(spec.shape[-1])), dtype=np.float32)
 
     def _abandon(self, job: _Job, reason: str) -> None:
         if job.abandoned:
@@ -302,6 +313,8 @@ class Batcher:
             job.embedding[piece.start : piece.stop] = output.embedding[rows]
             if job.logits is not None and output.logits is not None:
                 job.logits[piece.start : piece.stop] = output.logits[rows]
+            if job.frames is not None and output.frames is not None:
+                job.frames[piece.start : piece.stop] = output.frames[rows]
             job.finished += count
             job.last_end = ended
             if job.finished == job.size:
@@ -312,6 +325,7 @@ class Batcher:
                         logits=job.logits,
                         queue_time_s=first - job.admitted_at,
                         inference_time_s=ended - first,
+                        frames=job.frames,
                     )
                 )
                 self._forget(job)

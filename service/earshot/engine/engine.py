@@ -21,7 +21,7 @@ import numpy as np
 
 from earshot import bundle as bundle_format
 from earshot import metrics
-from earshot.engine.assembly import WindowResult, assemble_clip
+from earshot.engine.assembly import ClipFrames, WindowResult, assemble_clip
 from earshot.engine.audio import Audio, AudioLimits, decode
 from earshot.engine.batcher import Batcher, BatcherConfig, JobResult
 from earshot.engine.config import EngineConfig
@@ -29,6 +29,7 @@ from earshot.engine.errors import (
     DeadlineExceeded,
     Draining,
     EmptyAudio,
+    InvalidInput,
     InvalidText,
     NoTextTower,
     NotReady,
@@ -66,6 +67,7 @@ class EmbedResult:
     num_windows: int
     queue_time_ms: float
     inference_time_ms: float
+    frames: ClipFrames | None = None  # frame features with timestamps, when asked for (speech encoders)
 
 
 @dataclass(frozen=True)
@@ -295,17 +297,21 @@ class Engine:
         timeout_s: float | None = None,
         labels: list[str] | None = None,
         prompt: str | None = None,
+        frames: bool = False,
     ) -> EmbedResult:
         """Decode `data` (any format soundfile reads) and embed it; the timeout covers both."""
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.config.request_timeout_s)
         if labels is not None:
             self._check_labels(self.resolve(model), labels, prompt)  # before the work of decoding
+        if frames:
+            self._check_frames(self.resolve(model))
         audio = await self.decode(data, model)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded("the deadline passed while decoding the audio")
         return await self.embed(
-            audio.waveform, model, top_k=top_k, windows=windows, timeout_s=remaining, labels=labels, prompt=prompt
+            audio.waveform, model, top_k=top_k, windows=windows, timeout_s=remaining, labels=labels, prompt=prompt,
+            frames=frames,
         )
 
     async def embed(
@@ -318,13 +324,17 @@ class Engine:
         timeout_s: float | None = None,
         labels: list[str] | None = None,
         prompt: str | None = None,
+        frames: bool = False,
     ) -> EmbedResult:
         """Embed a mono float32 waveform (samples,) already at the model's sample rate.
 
         labels (models with a text tower): tags are scored over exactly these labels, zero-shot,
         each embedded as `prompt` (default: the bundle's) with the label in its '{}'.
+        frames (models with frame features): also the clip's frames with their timestamps.
         """
         name = self._check_accepting(model)
+        if frames:
+            self._check_frames(name)
         served = self._models[name]
         manifest = served.bundle.manifest
         waveform = np.asarray(waveform, dtype=np.float32)
@@ -342,9 +352,13 @@ class Engine:
         metrics.AUDIO_SECONDS.labels(model=name).inc(duration_s)
         if label_embedding is not None and served.text is not None and labels is not None:
             logits = zero_shot_logits(result.embedding, label_embedding, served.text.encoder.spec.logit_scale)
-            result = JobResult(result.embedding, logits, result.queue_time_s, result.inference_time_s)
-            return self._assemble(served, result, cut_windows, duration_s, top_k, windows, labels, "softmax")
-        return self._assemble(served, result, cut_windows, duration_s, top_k, windows)
+            result = JobResult(result.embedding, logits, result.queue_time_s, result.inference_time_s, result.frames)
+            return self._assemble(served, result, cut_windows, duration_s, top_k, windows, labels, "softmax", frames)
+        return self._assemble(served, result, cut_windows, duration_s, top_k, windows, frames=frames)
+
+    def _check_frames(self, name: str) -> None:
+        if not self._models[name].bundle.manifest.has_frames:
+            raise InvalidInput(f"model {name} has no frame features (frames=true is for speech encoders)")
 
     async def embed_text(
         self, texts: list[str], model: str | None = None, *, timeout_s: float | None = None
@@ -421,6 +435,7 @@ class Engine:
         with_windows: bool,
         labels: list[str] | None = None,
         activation: str | None = None,
+        frames: bool = False,
     ) -> EmbedResult:
         clip = assemble_clip(
             served.bundle,
@@ -431,6 +446,7 @@ class Engine:
             with_windows,
             labels,
             activation,
+            result.frames if frames else None,
         )
         return EmbedResult(
             model=served.bundle.name,
@@ -441,4 +457,5 @@ class Engine:
             num_windows=len(cut_windows),
             queue_time_ms=result.queue_time_s * 1000.0,
             inference_time_ms=result.inference_time_s * 1000.0,
+            frames=clip.frames,
         )

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from earshot.bundle import EMBEDDING_OUTPUT, LOGITS_OUTPUT, NUM_SAMPLES_INPUT, WAVEFORM_INPUT, Bundle
+from earshot.bundle import EMBEDDING_OUTPUT, FRAMES_OUTPUT, LOGITS_OUTPUT, NUM_SAMPLES_INPUT, WAVEFORM_INPUT, Bundle
 from earshot.engine import int8
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class RunnerConfig:
 class BatchOutput:
     embedding: np.ndarray  # (batch, embedding_dim) float32
     logits: np.ndarray | None  # (batch, num_labels) float32, None when the graph has no tagging head
+    frames: np.ndarray | None = None  # (batch, n_frames, frame_dim) float32, where the graph has frames
 
 
 ARITHMETICS = ("fast", "reference")
@@ -109,6 +110,7 @@ class Runner:
             np.dtype(_spec(manifest.inputs, NUM_SAMPLES_INPUT).dtype) if manifest.takes_num_samples else None
         )
         self._output_names = [EMBEDDING_OUTPUT] + ([LOGITS_OUTPUT] if manifest.has_logits else [])
+        self._output_names += [FRAMES_OUTPUT] if manifest.has_frames else []
         self.session, self.arithmetic = open_session(
             bundle.model_path, manifest.precision, self._providers(), config.arithmetic, session_options(config)
         )
@@ -124,10 +126,15 @@ class Runner:
         feeds: dict[str, np.ndarray] = {WAVEFORM_INPUT: np.ascontiguousarray(waveform, dtype=self._waveform_dtype)}
         if self._num_samples_dtype is not None:
             feeds[NUM_SAMPLES_INPUT] = np.ascontiguousarray(num_samples, dtype=self._num_samples_dtype)
-        outputs = self.session.run(self._output_names, feeds)
-        embedding = np.asarray(outputs[0], dtype=np.float32)  # (batch, embedding_dim)
-        logits = np.asarray(outputs[1], dtype=np.float32) if len(outputs) > 1 else None  # (batch, num_labels)
-        return BatchOutput(embedding=embedding, logits=logits)
+        outputs = dict(zip(self._output_names, self.session.run(self._output_names, feeds), strict=True))
+        embedding = np.asarray(outputs[EMBEDDING_OUTPUT], dtype=np.float32)  # (batch, embedding_dim)
+        logits = outputs.get(LOGITS_OUTPUT)  # (batch, num_labels)
+        frames = outputs.get(FRAMES_OUTPUT)  # (batch, n_frames, frame_dim)
+        return BatchOutput(
+            embedding=embedding,
+            logits=None if logits is None else np.asarray(logits, dtype=np.float32),
+            frames=None if frames is None else np.asarray(frames, dtype=np.float32),
+        )
 
     def warm_up(self) -> None:
         """Run the smallest and the largest batch once, so first requests pay no set-up cost."""
