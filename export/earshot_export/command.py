@@ -39,6 +39,7 @@ def run_export(args: argparse.Namespace) -> int:
         input_tdim=args.input_tdim,
         prompt=args.prompt,
         tokenizer=getattr(args, "tokenizer", None),
+        layer=getattr(args, "layer", None),
     )
     try:
         model = load_torch_model(scheme, reference, options)

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from earshot.bundle import Padding
+from earshot.bundle import FrameGrid, Padding
 
 
 @dataclass
@@ -61,6 +61,9 @@ class ExportableModel:
     attention_heads: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
     text: ExportableText | None = None  # CLAP's text tower -> text.onnx + tokenizer.json
+    # models with frame features: module.forward returns (embedding, logits | None, frames (B, T, frame_dim))
+    frame_grid: FrameGrid | None = None
+    frame_dim: int = 0
     # fp32 parity's bound on |logits diff| (None: parity.FP32_LOGITS_ATOL); zero-shot heads, whose
     # logits are a scaled cosine, set parity.COSINE_ATOL * their scale
     logits_atol: float | None = None

@@ -56,7 +56,7 @@ def export_bundle(
         work_dir = Path(work)
         fp32_path = work_dir / "model.fp32.onnx"
         has_logits = model.num_labels > 0
-        trace_to_onnx(module, model.window_samples, has_logits, fp32_path)
+        trace_to_onnx(module, model.window_samples, has_logits, fp32_path, has_frames=model.frame_grid is not None)
         fused: dict[str, int] = {}
         if fuse and model.attention_heads:
             fused_path = work_dir / "model.fused.onnx"
@@ -98,7 +98,9 @@ def export_bundle(
     return bundle.load(out_path, verify=True)
 
 
-def trace_to_onnx(module: torch.nn.Module, window_samples: int, has_logits: bool, path: Path) -> None:
+def trace_to_onnx(
+    module: torch.nn.Module, window_samples: int, has_logits: bool, path: Path, has_frames: bool = False
+) -> None:
     """Export with the TorchScript-based exporter: its node names keep the module path
     ("/frontend/...", "/encoder/blocks.0/attn/..."), which the precision passes use to keep the
     frontend in float32, and its attention pattern is one ONNX Runtime's transformer optimiser fuses."""
@@ -106,10 +108,11 @@ def trace_to_onnx(module: torch.nn.Module, window_samples: int, has_logits: bool
     waveform = torch.zeros(batch, window_samples)  # (B, window_samples)
     num_samples = torch.full((batch,), window_samples, dtype=torch.int64)  # (B,)
     outputs = [bundle.EMBEDDING_OUTPUT] + ([bundle.LOGITS_OUTPUT] if has_logits else [])
+    outputs += [bundle.FRAMES_OUTPUT] if has_frames else []
     dynamic_axes = {name: {0: "batch"} for name in [bundle.WAVEFORM_INPUT, bundle.NUM_SAMPLES_INPUT, *outputs]}
     with torch.no_grad():
         torch.onnx.export(
-            _OutputsOnly(module, has_logits).eval(),  # export restores the wrapper's mode afterwards
+            _OutputsOnly(module, has_logits, has_frames).eval(),  # export restores the wrapper's mode afterwards
             (waveform, num_samples),
             str(path),
             dynamo=False,
@@ -169,16 +172,19 @@ def export_text_tower(
 
 
 class _OutputsOnly(torch.nn.Module):
-    """Drops the None logits of an embedding-only model, so the graph has exactly the named outputs."""
+    """Drops the None logits of an embedding-only model, so the graph has exactly the named outputs
+    (embedding [, logits] [, frames])."""
 
-    def __init__(self, inner: torch.nn.Module, has_logits: bool):
+    def __init__(self, inner: torch.nn.Module, has_logits: bool, has_frames: bool = False):
         super().__init__()
         self.inner = inner
         self.has_logits = has_logits
+        self.has_frames = has_frames
 
     def forward(self, waveform: torch.Tensor, num_samples: torch.Tensor):
-        embedding, logits = self.inner(waveform, num_samples)
-        return (embedding, logits) if self.has_logits else (embedding,)
+        embedding, logits, *rest = self.inner(waveform, num_samples)
+        outputs = [embedding] + ([logits] if self.has_logits else []) + (rest[:1] if self.has_frames else [])
+        return tuple(outputs)
 
 
 def build_manifest(
@@ -197,6 +203,10 @@ def build_manifest(
     outputs = [bundle.TensorSpec(bundle.EMBEDDING_OUTPUT, "float32", ["batch", model.embedding_dim])]
     if model.num_labels:
         outputs.append(bundle.TensorSpec(bundle.LOGITS_OUTPUT, "float32", ["batch", model.num_labels]))
+    if model.frame_grid is not None:
+        outputs.append(
+            bundle.TensorSpec(bundle.FRAMES_OUTPUT, "float32", ["batch", model.frame_grid.count, model.frame_dim])
+        )
     return bundle.Manifest(
         name=model.name,
         family=model.family,
@@ -213,6 +223,7 @@ def build_manifest(
         source=dict(model.source),
         parity=report.to_json(),
         probe=probe,
+        frame_grid=model.frame_grid,
         notes={
             **model.notes,
             **PRECISION_NOTES[precision],

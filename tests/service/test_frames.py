@@ -75,3 +75,34 @@ async def test_frames_of_a_model_without_them_is_422(tiny_bundle, audio_dir, tmp
         )
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_input"
     assert "no frame features" in response.json()["error"]["message"]
+
+
+def test_the_catalog_stores_frames(framed, tiny_bundle, audio_dir, tmp_path, capsys):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from earshot.cli import main
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("speech_french.ogg", "bird_crow.ogg"):
+        shutil.copy(audio_dir / name, clips / name)
+    shutil.copy(audio_dir / "bad" / "random_bytes.wav", clips / "random_bytes.wav")
+    out = tmp_path / "frames.parquet"
+    bundle = framed[1]  # overlapping windows: each stretch once
+    assert main(["embed", str(clips), "--bundle", str(bundle.path), "--out", str(out), "--frames", "--workers", "1"]) == 1
+    rows = {Path(row["path"]).name: row for row in pq.read_table(out).to_pylist()}
+    assert rows["random_bytes.wav"]["error"] and rows["random_bytes.wav"]["frames"] is None
+    for name in ("speech_french.ogg", "bird_crow.ogg"):
+        row = rows[name]
+        starts = np.array([cell["start_s"] for cell in row["frames"]])
+        ends = np.array([cell["end_s"] for cell in row["frames"]])
+        assert starts[0] == 0 and np.allclose(starts[1:], ends[:-1]) and ends[-1] == pytest.approx(row["duration_s"])
+        waveform = decoded(audio_dir / name)
+        windows = cut(waveform, window_spec(bundle.manifest))
+        _, per_window = frames_reference(np.asarray(windows.samples), windows.num_samples)
+        np.testing.assert_allclose(row["frames"][0]["embedding"], per_window[0, 0], rtol=1e-5, atol=1e-5)
+    capsys.readouterr()
+    assert main(["embed", str(clips), "--bundle", str(tiny_bundle.path), "--out", str(tmp_path / "x.parquet"), "--frames"]) == 2
+    assert "no frame features" in capsys.readouterr().err

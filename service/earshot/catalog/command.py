@@ -24,6 +24,7 @@ def run_catalog_job(args: argparse.Namespace) -> int:
         resume=args.resume,
         workers=args.workers,
         with_windows=args.windows,
+        with_frames=getattr(args, "frames", False),
         top_k=args.top_k,
         flush_rows=args.flush_rows,
     )

@@ -90,10 +90,14 @@ async def _embed_decoded(engine, model: str, decoded: DecodedFile, job: CatalogJ
     from earshot.engine.errors import ServiceError
 
     if decoded.error is not None:
-        return error_row(decoded, model, decoded.error, job.with_windows)
+        return error_row(decoded, model, decoded.error, job.with_windows, job.with_frames)
     try:
-        result = await engine.embed(decoded.waveform, model, top_k=job.top_k, windows=job.with_windows)
+        result = await engine.embed(
+            decoded.waveform, model, top_k=job.top_k, windows=job.with_windows, frames=job.with_frames
+        )
     except ServiceError as error:
-        return error_row(decoded, model, str(error), job.with_windows)
+        return error_row(decoded, model, str(error), job.with_windows, job.with_frames)
     windows = [(w.start_s, w.end_s, w.embedding) for w in result.windows or []]
-    return success_row(decoded, result.model, result.embedding, result.tags, windows, job.with_windows)
+    return success_row(
+        decoded, result.model, result.embedding, result.tags, windows, job.with_windows, result.frames, job.with_frames
+    )

@@ -20,6 +20,7 @@ class CatalogJob:
     resume: bool = False
     workers: int | None = None
     with_windows: bool = False
+    with_frames: bool = False  # models with frame features (speech encoders): store them too
     top_k: int = 5
     flush_rows: int = 256  # rows per part file; a crash loses at most these plus the files in flight
 
@@ -42,7 +43,13 @@ class Plan:
 def plan_job(job: CatalogJob, cache_dir: Path) -> Plan:
     # the engine (or each Ray actor) verifies the checksums when it loads the bundle
     loaded = bundle_format.load(bundle_format.resolve(job.bundle, cache_dir), verify=False)
-    schema = table.catalog_schema(loaded.manifest.embedding_dim, job.with_windows)
+    frame_dim = None
+    if job.with_frames:
+        frames = [o for o in loaded.manifest.outputs if o.name == bundle_format.FRAMES_OUTPUT]
+        if not frames:
+            raise bundle_format.BundleError(f"{loaded.name} has no frame features: --frames is for speech encoders")
+        frame_dim = int(frames[0].shape[-1])
+    schema = table.catalog_schema(loaded.manifest.embedding_dim, job.with_windows, frame_dim)
     not_audio: list[str] = []
     paths = expand_inputs(job.inputs, not_audio)
     job.out.parent.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,9 @@ def run_on_ray(job: CatalogJob, settings: Settings) -> Summary:
         dataset = dataset.map(_DecodeTask(plan.bundle.manifest.sample_rate))
         dataset = dataset.map_batches(
             EmbedActor,
-            fn_constructor_args=(str(plan.bundle.path), settings.engine_config(), job.top_k, job.with_windows),
+            fn_constructor_args=(
+                str(plan.bundle.path), settings.engine_config(), job.top_k, job.with_windows, job.with_frames
+            ),
             batch_size=FILES_PER_ACTOR_BATCH,
             batch_format="pandas",
             concurrency=actors,
@@ -97,7 +99,7 @@ class _DecodeTask:
 class EmbedActor:
     """Holds one ONNX Runtime session; embeds a batch of decoded files per call."""
 
-    def __init__(self, bundle_path: str, config: EngineConfig, k: int, with_windows: bool):
+    def __init__(self, bundle_path: str, config: EngineConfig, k: int, with_windows: bool, with_frames: bool = False):
         self.bundle = bundle_format.load(bundle_path, verify=True)
         manifest = self.bundle.manifest
         # with a GPU the service's providers apply (EARSHOT_PROVIDERS=cuda,cpu); without one the
@@ -108,6 +110,7 @@ class EmbedActor:
         self.max_batch = config.max_batch_windows
         self.k = k
         self.with_windows = with_windows
+        self.with_frames = with_frames
 
     def __call__(self, batch):
         import pandas as pd
@@ -128,12 +131,17 @@ class EmbedActor:
         )
         name = self.bundle.name
         if decoded.error is not None or waveform is None:
-            return error_row(decoded, name, decoded.error or "no audio", self.with_windows)
+            return error_row(decoded, name, decoded.error or "no audio", self.with_windows, self.with_frames)
         windows = cut(waveform, self.spec)
         output = run_in_batches(self.runner, windows, self.max_batch)
-        clip = assemble_clip(self.bundle, output.embedding, output.logits, windows, self.k, self.with_windows)
+        clip = assemble_clip(
+            self.bundle, output.embedding, output.logits, windows, self.k, self.with_windows,
+            frames=output.frames if self.with_frames else None,
+        )
         per_window = [(w.start_s, w.end_s, w.embedding) for w in clip.windows] if clip.windows is not None else None
-        return success_row(decoded, name, clip.embedding, clip.tags, per_window, self.with_windows)
+        return success_row(
+            decoded, name, clip.embedding, clip.tags, per_window, self.with_windows, clip.frames, self.with_frames
+        )
 
 
 def _missing(value: Any) -> bool:

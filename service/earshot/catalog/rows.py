@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from earshot.catalog.decoding import DecodedFile
+from earshot.engine.assembly import ClipFrames
 from earshot.engine.pooling import Tag
 
 
@@ -18,6 +19,8 @@ def success_row(
     tags: Sequence[Tag],
     windows: Sequence[tuple[float, float, np.ndarray]] | None,  # (start_s, end_s, embedding) each
     with_windows: bool,
+    frames: ClipFrames | None = None,  # with --frames
+    with_frames: bool = False,
 ) -> dict[str, Any]:
     row = _base(decoded, model)
     row["embedding"] = np.asarray(embedding, dtype=np.float32)
@@ -27,14 +30,23 @@ def success_row(
             {"start_s": float(start), "end_s": float(end), "embedding": np.asarray(vector, dtype=np.float32)}
             for start, end, vector in windows or []
         ]
+    if with_frames:
+        row["frames"] = [] if frames is None else [
+            {"start_s": start, "end_s": end, "embedding": vector}
+            for start, end, vector in zip(frames.start_s.tolist(), frames.end_s.tolist(), frames.embedding, strict=True)
+        ]
     return row
 
 
-def error_row(decoded: DecodedFile, model: str, error: str, with_windows: bool) -> dict[str, Any]:
+def error_row(
+    decoded: DecodedFile, model: str, error: str, with_windows: bool, with_frames: bool = False
+) -> dict[str, Any]:
     row = _base(decoded, model)
     row.update(embedding=None, tags=None, error=error)
     if with_windows:
         row["windows"] = None
+    if with_frames:
+        row["frames"] = None
     return row
 
 

@@ -29,7 +29,8 @@ class TableError(ValueError):
     """An existing output that cannot be resumed (another model, another layout, unreadable)."""
 
 
-def catalog_schema(embedding_dim: int, with_windows: bool) -> pa.Schema:
+def catalog_schema(embedding_dim: int, with_windows: bool, frame_dim: int | None = None) -> pa.Schema:
+    """frame_dim: with --frames, a `frames` column of {start_s, end_s, embedding} per frame."""
     embedding = pa.list_(pa.float32(), embedding_dim)
     tag = pa.struct([("label", pa.string()), ("score", pa.float32())])
     fields = [
@@ -45,6 +46,9 @@ def catalog_schema(embedding_dim: int, with_windows: bool) -> pa.Schema:
     if with_windows:
         window = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("embedding", embedding)])
         fields.append(pa.field("windows", pa.list_(window)))
+    if frame_dim is not None:
+        cell = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("embedding", pa.list_(pa.float32(), frame_dim))])
+        fields.append(pa.field("frames", pa.list_(cell)))
     fields.append(pa.field("error", pa.string()))
     return pa.schema(fields)
 
