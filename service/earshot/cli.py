@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--windows", action="store_true", help="also store per-window embeddings and times")
     embed.add_argument("--frames", action="store_true",
                        help="also store frame features with their times (speech encoders' bundles)")
+    embed.add_argument("--segments", action="store_true",
+                       help="also store per-label segments (EARSHOT_SEGMENT_* settings: threshold, hysteresis, ...)")
     embed.add_argument("--top-k", type=int, default=5)
     embed.add_argument("--engine", choices=["local", "ray"], default="local",
                        help="local: this machine; ray: a Ray cluster (RAY_ADDRESS) or a local Ray runtime")

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     max_labels: int = Field(1000, ge=1, description="labels in one zero-shot /v1/embed request")
     label_cache_size: int = Field(10000, ge=0, description="label prompt embeddings kept per model (LRU)")
 
+    # segments (POST /v1/embed?segments=true, earshot embed --segments): defaults a request may override
+    segment_threshold: float = Field(0.5, ge=0, le=1, description="a label's segment opens at this window score")
+    segment_hysteresis: float = Field(0.1, ge=0, le=1, description="and stays open down to threshold - hysteresis")
+    segment_min_duration_s: float = Field(0.0, ge=0, description="shorter segments are dropped")
+    segment_merge_gap_s: float = Field(0.0, ge=0, description="segments of one label this close are merged")
+
     # search
     indexes: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="vector index directories (earshot index) served at /v1/search"

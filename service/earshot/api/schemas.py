@@ -24,6 +24,14 @@ class EmbedParams(BaseModel):
     )
     prompt: str | None = Field(None, description="with labels: the prompt template, '{}' where the label goes")
     frames: bool = Field(False, description="models with frame features (speech encoders): also return them, timed")
+    segments: bool = Field(False, description="also return per-label segments: sound events with start and end")
+    threshold: float | None = Field(None, ge=0, le=1, description="segments: opening score (default: the server's)")
+    hysteresis: float | None = Field(None, ge=0, le=1, description="segments: stay open down to threshold - this")
+    min_duration_s: float | None = Field(None, ge=0, description="segments: drop shorter ones")
+    merge_gap_s: float | None = Field(None, ge=0, description="segments: merge those of one label this close")
+    label_threshold: list[str] | None = Field(
+        None, description="segments: a label's own threshold, as label:score (repeatable)"
+    )
 
 
 class TagOut(BaseModel):
@@ -44,6 +52,13 @@ class FrameOut(BaseModel):
     embedding: list[float]
 
 
+class SegmentOut(BaseModel):
+    label: str
+    start_s: float
+    end_s: float
+    score: float  # the mean window score over the segment
+
+
 class EmbedResponse(BaseModel):
     model: str
     duration_s: float
@@ -51,6 +66,7 @@ class EmbedResponse(BaseModel):
     tags: list[TagOut]
     windows: list[WindowOut] | None = None
     frames: list[FrameOut] | None = None
+    segments: list[SegmentOut] | None = None
 
 
 # -- OpenAI-style ----------------------------------------------------------------------------------

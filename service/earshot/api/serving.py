@@ -49,9 +49,24 @@ class Serving:
     async def embed(self, data: bytes, params: schemas.EmbedParams) -> tuple[schemas.EmbedResponse, Timing]:
         result = await self.engine.embed_audio(
             data, params.model, top_k=params.top_k, windows=params.windows, labels=params.labels, prompt=params.prompt,
-            frames=params.frames,
+            frames=params.frames, segments=self.segment_config(params) if params.segments else None,
         )
         return _embed_response(result), Timing(result.queue_time_ms, result.inference_time_ms)
+
+    def segment_config(self, params: schemas.EmbedParams):
+        per_label: dict[str, float] = {}
+        for item in params.label_threshold or []:
+            label, colon, value = item.rpartition(":")
+            try:
+                per_label[label] = float(value)
+            except ValueError:
+                label = ""
+            if not colon or not label:
+                raise InvalidInput(f"label_threshold {item!r} must be label:score, e.g. Speech:0.3")
+        return self.engine.config.segment_config(
+            threshold=params.threshold, hysteresis=params.hysteresis, min_duration_s=params.min_duration_s,
+            merge_gap_s=params.merge_gap_s, label_thresholds=per_label,
+        )
 
     async def text_embeddings(self, request: schemas.EmbeddingsRequest) -> tuple[schemas.EmbeddingsResponse, Timing]:
         name = self.engine.resolve(request.model)
@@ -193,6 +208,11 @@ def _embed_response(result: EmbedResult) -> schemas.EmbedResponse:
             schemas.FrameOut(start_s=start, end_s=end, embedding=row)
             for start, end, row in zip(clip.start_s.tolist(), clip.end_s.tolist(), clip.embedding.tolist(), strict=True)
         ]
+    segments = None
+    if result.segments is not None:
+        segments = [
+            schemas.SegmentOut(label=s.label, start_s=s.start_s, end_s=s.end_s, score=s.score) for s in result.segments
+        ]
     return schemas.EmbedResponse(
         model=result.model,
         duration_s=result.duration_s,
@@ -200,4 +220,5 @@ def _embed_response(result: EmbedResult) -> schemas.EmbedResponse:
         tags=_tags(result.tags),
         windows=windows,
         frames=frames,
+        segments=segments,
     )

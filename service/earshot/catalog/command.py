@@ -25,6 +25,7 @@ def run_catalog_job(args: argparse.Namespace) -> int:
         workers=args.workers,
         with_windows=args.windows,
         with_frames=getattr(args, "frames", False),
+        with_segments=getattr(args, "segments", False),
         top_k=args.top_k,
         flush_rows=args.flush_rows,
     )

@@ -90,14 +90,16 @@ async def _embed_decoded(engine, model: str, decoded: DecodedFile, job: CatalogJ
     from earshot.engine.errors import ServiceError
 
     if decoded.error is not None:
-        return error_row(decoded, model, decoded.error, job.with_windows, job.with_frames)
+        return error_row(decoded, model, decoded.error, job.with_windows, job.with_frames, job.with_segments)
     try:
         result = await engine.embed(
-            decoded.waveform, model, top_k=job.top_k, windows=job.with_windows, frames=job.with_frames
+            decoded.waveform, model, top_k=job.top_k, windows=job.with_windows, frames=job.with_frames,
+            segments=engine.config.segment_config() if job.with_segments else None,
         )
     except ServiceError as error:
-        return error_row(decoded, model, str(error), job.with_windows, job.with_frames)
+        return error_row(decoded, model, str(error), job.with_windows, job.with_frames, job.with_segments)
     windows = [(w.start_s, w.end_s, w.embedding) for w in result.windows or []]
     return success_row(
-        decoded, result.model, result.embedding, result.tags, windows, job.with_windows, result.frames, job.with_frames
+        decoded, result.model, result.embedding, result.tags, windows, job.with_windows, result.frames, job.with_frames,
+        result.segments, job.with_segments,
     )

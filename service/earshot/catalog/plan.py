@@ -21,6 +21,7 @@ class CatalogJob:
     workers: int | None = None
     with_windows: bool = False
     with_frames: bool = False  # models with frame features (speech encoders): store them too
+    with_segments: bool = False  # per-label segments (the settings' segment defaults)
     top_k: int = 5
     flush_rows: int = 256  # rows per part file; a crash loses at most these plus the files in flight
 
@@ -49,7 +50,9 @@ def plan_job(job: CatalogJob, cache_dir: Path) -> Plan:
         if not frames:
             raise bundle_format.BundleError(f"{loaded.name} has no frame features: --frames is for speech encoders")
         frame_dim = int(frames[0].shape[-1])
-    schema = table.catalog_schema(loaded.manifest.embedding_dim, job.with_windows, frame_dim)
+    if job.with_segments and not loaded.manifest.has_logits:
+        raise bundle_format.BundleError(f"{loaded.name} has no tags: --segments needs a tagging model")
+    schema = table.catalog_schema(loaded.manifest.embedding_dim, job.with_windows, frame_dim, job.with_segments)
     not_audio: list[str] = []
     paths = expand_inputs(job.inputs, not_audio)
     job.out.parent.mkdir(parents=True, exist_ok=True)

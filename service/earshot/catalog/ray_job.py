@@ -53,7 +53,8 @@ def run_on_ray(job: CatalogJob, settings: Settings) -> Summary:
         dataset = dataset.map_batches(
             EmbedActor,
             fn_constructor_args=(
-                str(plan.bundle.path), settings.engine_config(), job.top_k, job.with_windows, job.with_frames
+                str(plan.bundle.path), settings.engine_config(), job.top_k, job.with_windows, job.with_frames,
+                job.with_segments,
             ),
             batch_size=FILES_PER_ACTOR_BATCH,
             batch_format="pandas",
@@ -99,7 +100,10 @@ class _DecodeTask:
 class EmbedActor:
     """Holds one ONNX Runtime session; embeds a batch of decoded files per call."""
 
-    def __init__(self, bundle_path: str, config: EngineConfig, k: int, with_windows: bool, with_frames: bool = False):
+    def __init__(
+        self, bundle_path: str, config: EngineConfig, k: int, with_windows: bool, with_frames: bool = False,
+        with_segments: bool = False,
+    ):
         self.bundle = bundle_format.load(bundle_path, verify=True)
         manifest = self.bundle.manifest
         # with a GPU the service's providers apply (EARSHOT_PROVIDERS=cuda,cpu); without one the
@@ -111,6 +115,7 @@ class EmbedActor:
         self.k = k
         self.with_windows = with_windows
         self.with_frames = with_frames
+        self.segments = config.segment_config() if with_segments else None
 
     def __call__(self, batch):
         import pandas as pd
@@ -131,16 +136,19 @@ class EmbedActor:
         )
         name = self.bundle.name
         if decoded.error is not None or waveform is None:
-            return error_row(decoded, name, decoded.error or "no audio", self.with_windows, self.with_frames)
+            return error_row(
+                decoded, name, decoded.error or "no audio", self.with_windows, self.with_frames, self.segments is not None
+            )
         windows = cut(waveform, self.spec)
         output = run_in_batches(self.runner, windows, self.max_batch)
         clip = assemble_clip(
             self.bundle, output.embedding, output.logits, windows, self.k, self.with_windows,
-            frames=output.frames if self.with_frames else None,
+            frames=output.frames if self.with_frames else None, segments=self.segments,
         )
         per_window = [(w.start_s, w.end_s, w.embedding) for w in clip.windows] if clip.windows is not None else None
         return success_row(
-            decoded, name, clip.embedding, clip.tags, per_window, self.with_windows, clip.frames, self.with_frames
+            decoded, name, clip.embedding, clip.tags, per_window, self.with_windows, clip.frames, self.with_frames,
+            clip.segments, self.segments is not None,
         )
 
 

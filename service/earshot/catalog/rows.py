@@ -10,6 +10,7 @@ import numpy as np
 from earshot.catalog.decoding import DecodedFile
 from earshot.engine.assembly import ClipFrames
 from earshot.engine.pooling import Tag
+from earshot.engine.segments import Segment
 
 
 def success_row(
@@ -21,6 +22,8 @@ def success_row(
     with_windows: bool,
     frames: ClipFrames | None = None,  # with --frames
     with_frames: bool = False,
+    segments: Sequence[Segment] | None = None,  # with --segments
+    with_segments: bool = False,
 ) -> dict[str, Any]:
     row = _base(decoded, model)
     row["embedding"] = np.asarray(embedding, dtype=np.float32)
@@ -35,11 +38,16 @@ def success_row(
             {"start_s": start, "end_s": end, "embedding": vector}
             for start, end, vector in zip(frames.start_s.tolist(), frames.end_s.tolist(), frames.embedding, strict=True)
         ]
+    if with_segments:
+        row["segments"] = [
+            {"label": s.label, "start_s": s.start_s, "end_s": s.end_s, "score": s.score} for s in segments or []
+        ]
     return row
 
 
 def error_row(
-    decoded: DecodedFile, model: str, error: str, with_windows: bool, with_frames: bool = False
+    decoded: DecodedFile, model: str, error: str, with_windows: bool, with_frames: bool = False,
+    with_segments: bool = False,
 ) -> dict[str, Any]:
     row = _base(decoded, model)
     row.update(embedding=None, tags=None, error=error)
@@ -47,6 +55,8 @@ def error_row(
         row["windows"] = None
     if with_frames:
         row["frames"] = None
+    if with_segments:
+        row["segments"] = None
     return row
 
 

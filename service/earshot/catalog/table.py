@@ -29,8 +29,11 @@ class TableError(ValueError):
     """An existing output that cannot be resumed (another model, another layout, unreadable)."""
 
 
-def catalog_schema(embedding_dim: int, with_windows: bool, frame_dim: int | None = None) -> pa.Schema:
-    """frame_dim: with --frames, a `frames` column of {start_s, end_s, embedding} per frame."""
+def catalog_schema(
+    embedding_dim: int, with_windows: bool, frame_dim: int | None = None, with_segments: bool = False
+) -> pa.Schema:
+    """frame_dim: with --frames, a `frames` column of {start_s, end_s, embedding} per frame;
+    with_segments: a `segments` column of {label, start_s, end_s, score}."""
     embedding = pa.list_(pa.float32(), embedding_dim)
     tag = pa.struct([("label", pa.string()), ("score", pa.float32())])
     fields = [
@@ -49,6 +52,10 @@ def catalog_schema(embedding_dim: int, with_windows: bool, frame_dim: int | None
     if frame_dim is not None:
         cell = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("embedding", pa.list_(pa.float32(), frame_dim))])
         fields.append(pa.field("frames", pa.list_(cell)))
+    if with_segments:
+        segment = pa.struct([("label", pa.string()), ("start_s", pa.float64()), ("end_s", pa.float64()),
+                             ("score", pa.float32())])
+        fields.append(pa.field("segments", pa.list_(segment)))
     fields.append(pa.field("error", pa.string()))
     return pa.schema(fields)
 

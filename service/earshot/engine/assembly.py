@@ -14,6 +14,7 @@ import numpy as np
 from earshot import bundle as bundle_format
 from earshot.engine.pooling import Tag, mean_pool, tag_scores, top_k
 from earshot.engine.runner import BatchOutput, Runner
+from earshot.engine.segments import Segment, SegmentConfig, cells, find_segments
 from earshot.engine.windows import Windows
 
 
@@ -40,6 +41,7 @@ class ClipResult:
     tags: list[Tag]  # top-k of the mean window tag scores, best first
     windows: list[WindowResult] | None  # per window, when asked for
     frames: ClipFrames | None = None  # when asked for, from a graph with frames
+    segments: list[Segment] | None = None  # when asked for, from a graph with tags
 
 
 def clip_frames(grid: bundle_format.FrameGrid, sample_rate: int, hop_samples: int, frames: np.ndarray,
@@ -73,6 +75,7 @@ def assemble_clip(
     labels: list[str] | None = None,  # the logits' labels when not the bundle's (zero-shot per request)
     activation: str | None = None,  # their activation when not the bundle's
     frames: np.ndarray | None = None,  # (n_windows, n_frames, frame_dim): the clip's frames, when asked for
+    segments: SegmentConfig | None = None,  # sound events over time, when asked for
 ) -> ClipResult:
     labels = bundle.labels if labels is None else labels
     activation = bundle.manifest.tag_activation if activation is None else activation
@@ -89,6 +92,10 @@ def assemble_clip(
             for i in range(len(cut_windows))
         ]
     manifest = bundle.manifest
+    found = None
+    if segments is not None and scores is not None:
+        starts, ends = cells(cut_windows.start_s, manifest.hop_seconds, float(cut_windows.end_s[-1]))
+        found = find_segments(scores, labels, starts, ends, segments)
     return ClipResult(
         embedding=mean_pool(embedding).astype(np.float32),
         tags=top_k(mean_pool(scores), labels, k) if scores is not None else [],
@@ -98,6 +105,7 @@ def assemble_clip(
             if frames is not None and manifest.frame_grid is not None
             else None
         ),
+        segments=found,
     )
 
 

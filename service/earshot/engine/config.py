@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from earshot.engine.runner import RunnerConfig
+from earshot.engine.segments import SegmentConfig
 
 
 def _default_cache_dir() -> Path:
@@ -38,12 +39,28 @@ class EngineConfig:
     max_text_chars: int = 10000  # one string, before tokenising (longer token lists are cut)
     max_labels: int = 1000  # labels in one zero-shot request
     label_cache_size: int = 10000  # label prompt embeddings kept per model
+    # segments (sound events over time): the defaults a request may override
+    segment_threshold: float = 0.5
+    segment_hysteresis: float = 0.1
+    segment_min_duration_s: float = 0.0
+    segment_merge_gap_s: float = 0.0
     # ONNX Runtime
     providers: tuple[str, ...] = ("cpu",)  # in order of preference: tensorrt, cuda, cpu
     threads: int = 0  # intra-op threads per session; 0 = ONNX Runtime's choice
     spin_threads: bool = False
     arithmetic: str = "fast"  # "fast" or "reference" (runner.open_session)
     self_test_on_failure: str = "refuse"  # "refuse" or "fallback" (self_test.open_runner)
+
+    def segment_config(self, **overrides: object) -> SegmentConfig:
+        """The segment finder's settings, with a request's overrides (None: the default)."""
+        values: dict[str, object] = {
+            "threshold": self.segment_threshold,
+            "hysteresis": self.segment_hysteresis,
+            "min_duration_s": self.segment_min_duration_s,
+            "merge_gap_s": self.segment_merge_gap_s,
+        }
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return SegmentConfig(**values)  # type: ignore[arg-type]
 
     def runner_config(self) -> RunnerConfig:
         """The ONNX Runtime side, as every runner (the engine's, a Ray actor's) takes it."""

@@ -37,6 +37,7 @@ from earshot.engine.errors import (
 )
 from earshot.engine.pooling import Tag
 from earshot.engine.runner import Runner
+from earshot.engine.segments import Segment, SegmentConfig
 from earshot.engine.self_test import SelfTestFailed, SelfTestResult, open_runner
 from earshot.engine.text import TextEncoder
 from earshot.engine.text_batcher import TextBatcher, TextBatcherConfig
@@ -68,6 +69,7 @@ class EmbedResult:
     queue_time_ms: float
     inference_time_ms: float
     frames: ClipFrames | None = None  # frame features with timestamps, when asked for (speech encoders)
+    segments: list[Segment] | None = None  # sound events over time, when asked for
 
 
 @dataclass(frozen=True)
@@ -298,6 +300,7 @@ class Engine:
         labels: list[str] | None = None,
         prompt: str | None = None,
         frames: bool = False,
+        segments: SegmentConfig | None = None,
     ) -> EmbedResult:
         """Decode `data` (any format soundfile reads) and embed it; the timeout covers both."""
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.config.request_timeout_s)
@@ -305,13 +308,15 @@ class Engine:
             self._check_labels(self.resolve(model), labels, prompt)  # before the work of decoding
         if frames:
             self._check_frames(self.resolve(model))
+        if segments is not None:
+            self._check_segments(self.resolve(model), segments, labels)
         audio = await self.decode(data, model)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded("the deadline passed while decoding the audio")
         return await self.embed(
             audio.waveform, model, top_k=top_k, windows=windows, timeout_s=remaining, labels=labels, prompt=prompt,
-            frames=frames,
+            frames=frames, segments=segments,
         )
 
     async def embed(
@@ -325,6 +330,7 @@ class Engine:
         labels: list[str] | None = None,
         prompt: str | None = None,
         frames: bool = False,
+        segments: SegmentConfig | None = None,
     ) -> EmbedResult:
         """Embed a mono float32 waveform (samples,) already at the model's sample rate.
 
@@ -335,6 +341,8 @@ class Engine:
         name = self._check_accepting(model)
         if frames:
             self._check_frames(name)
+        if segments is not None:
+            self._check_segments(name, segments, labels)
         served = self._models[name]
         manifest = served.bundle.manifest
         waveform = np.asarray(waveform, dtype=np.float32)
@@ -353,8 +361,17 @@ class Engine:
         if label_embedding is not None and served.text is not None and labels is not None:
             logits = zero_shot_logits(result.embedding, label_embedding, served.text.encoder.spec.logit_scale)
             result = JobResult(result.embedding, logits, result.queue_time_s, result.inference_time_s, result.frames)
-            return self._assemble(served, result, cut_windows, duration_s, top_k, windows, labels, "softmax", frames)
-        return self._assemble(served, result, cut_windows, duration_s, top_k, windows, frames=frames)
+            return self._assemble(
+                served, result, cut_windows, duration_s, top_k, windows, labels, "softmax", frames, segments
+            )
+        return self._assemble(served, result, cut_windows, duration_s, top_k, windows, frames=frames, segments=segments)
+
+    def _check_segments(self, name: str, segments: SegmentConfig, labels: list[str] | None) -> None:
+        if labels is None and not self._models[name].bundle.manifest.has_logits:
+            raise InvalidInput(f"model {name} has no tags to find segments of (a CLAP model can, with labels=)")
+        problems = segments.validate()
+        if problems:
+            raise InvalidInput("; ".join(problems))
 
     def _check_frames(self, name: str) -> None:
         if not self._models[name].bundle.manifest.has_frames:
@@ -436,6 +453,7 @@ class Engine:
         labels: list[str] | None = None,
         activation: str | None = None,
         frames: bool = False,
+        segments: SegmentConfig | None = None,
     ) -> EmbedResult:
         clip = assemble_clip(
             served.bundle,
@@ -447,6 +465,7 @@ class Engine:
             labels,
             activation,
             result.frames if frames else None,
+            segments,
         )
         return EmbedResult(
             model=served.bundle.name,
@@ -458,4 +477,5 @@ class Engine:
             queue_time_ms=result.queue_time_s * 1000.0,
             inference_time_ms=result.inference_time_s * 1000.0,
             frames=clip.frames,
+            segments=clip.segments,
         )
