@@ -1,4 +1,4 @@
-"""The `earshot` console script: serve, export, embed, index, models.
+"""The `earshot` console script: serve, export, embed, index, stream, models.
 
 Each subcommand imports what it needs when it runs, so `earshot serve` never loads PyTorch.
 Every setting of `earshot serve` is a flag generated from `earshot.settings.Settings` (and an
@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     embed.set_defaults(handler=run_embed)
 
     from earshot.search.command import add_arguments as add_index_arguments
+    from earshot.stream_client import add_arguments as add_stream_arguments
+
+    streamer = commands.add_parser("stream", help="stream a file or standard input to a server's /v1/stream")
+    add_stream_arguments(streamer)
+    streamer.set_defaults(handler=run_stream)
 
     index = commands.add_parser("index", help="build or grow a vector index from a catalog (for /v1/search)")
     add_index_arguments(index)
@@ -222,6 +227,12 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 # -- embed -------------------------------------------------------------------------------------
+def run_stream(args: argparse.Namespace) -> int:
+    from earshot.stream_client import run_stream as run
+
+    return run(args)
+
+
 def run_index(args: argparse.Namespace) -> int:
     from earshot.search.command import run_index as run
 

@@ -52,6 +52,14 @@ QUEUED_TEXTS = Gauge("earshot_queued_texts", "texts waiting for a text batch", [
 LABEL_CACHE = Counter("earshot_label_cache_total", "zero-shot label prompts looked up, by result", ["model", "result"])
 SEARCHES = Counter("earshot_searches_total", "vector index searches, by index", ["index"])
 INDEX_VECTORS = Gauge("earshot_index_vectors", "vectors in a served index", ["index"])
+# -- streams (GET /v1/stream) --------------------------------------------------------------------------
+STREAMS_OPEN = Gauge("earshot_streams_open", "WebSocket streams open now")
+STREAMS = Counter("earshot_streams_total", "WebSocket streams ended, by close code", ["code"])
+STREAM_AUDIO_SECONDS = Counter("earshot_stream_audio_seconds_total", "seconds of audio received on streams", ["model"])
+STREAM_WINDOW_LATENCY = Histogram(
+    "earshot_stream_window_latency_seconds", "a stream window: arrival of its last sample until its result is sent",
+    ["model"], buckets=_LATENCY_BUCKETS,
+)
 READY = Gauge("earshot_ready", "1 when every bundle is loaded and warmed up and the server is not draining")
 
 

@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     segment_min_duration_s: float = Field(0.0, ge=0, description="shorter segments are dropped")
     segment_merge_gap_s: float = Field(0.0, ge=0, description="segments of one label this close are merged")
 
+    # streams (GET /v1/stream, WebSocket)
+    max_streams: int = Field(64, ge=0, description="WebSocket streams open at once; over it an upgrade gets 429")
+    stream_idle_timeout_s: float = Field(30.0, gt=0, description="a stream silent this long is closed (4408)")
+    stream_max_backlog_s: float = Field(
+        60.0, gt=0, description="audio received but not yet answered, in seconds; past it a stream is closed (4413)"
+    )
+
     # search
     indexes: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="vector index directories (earshot index) served at /v1/search"

@@ -16,7 +16,7 @@ from earshot import __version__
 from earshot.api import errors
 from earshot.api.lifecycle import Lifecycle
 from earshot.api.middleware import ServiceMiddleware
-from earshot.api.routes import embed, openai, probes, search
+from earshot.api.routes import embed, openai, probes, search, stream
 from earshot.engine.engine import BundleReference
 from earshot.settings import Settings
 
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, bundles: Sequence[BundleReferen
     app.include_router(embed.router)
     app.include_router(openai.router)
     app.include_router(search.router)
+    app.include_router(stream.router)
     app.include_router(probes.router)
     app.add_middleware(ServiceMiddleware, lifecycle=lifecycle)
     return app

@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -27,6 +28,9 @@ STATUS_BY_CODE = {
     "not_found": 404,
     "method_not_allowed": 405,
     "audio_too_long": 413,
+    "stream_backlog_exceeded": 413,
+    "stream_idle": 408,
+    "too_many_streams": 429,
     "body_too_large": 413,
     "unsupported_media_type": 415,
     "invalid_parameters": 422,
@@ -57,7 +61,7 @@ def error_response(error: BaseException) -> JSONResponse:
     elif isinstance(error, ClientDisconnect):
         code, message = "client_closed_request", "the client went away while sending its body"
     elif isinstance(error, RequestValidationError):
-        code, message = "invalid_parameters", _describe_validation(error)
+        code, message = "invalid_parameters", describe_validation(error)
     elif isinstance(error, StarletteHTTPException):
         code = _CODE_BY_HTTP_STATUS.get(error.status_code, "bad_request" if error.status_code < 500 else "internal")
         message = str(error.detail)
@@ -74,7 +78,7 @@ def error_response(error: BaseException) -> JSONResponse:
     )
 
 
-def _describe_validation(error: RequestValidationError) -> str:
+def describe_validation(error: RequestValidationError | ValidationError) -> str:
     parts = []
     for item in error.errors():
         where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("query", "body"))

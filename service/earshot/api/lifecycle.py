@@ -11,6 +11,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from earshot import metrics
 from earshot.engine import Engine
@@ -40,6 +41,7 @@ class Lifecycle:
         self._bundles = list(bundles) if bundles is not None else None
         self.engine: Engine | None = None
         self.indexes: ServedIndexes = ServedIndexes([])  # what /v1/search searches (--index)
+        self.streams: set[Any] = set()  # open WebSocket streams (api.streaming.StreamSession)
         self.state = State.STARTING
         self.failure: str | None = None
         self.on_failure: Callable[[str], None] | None = None  # the server exits when startup fails
@@ -96,6 +98,10 @@ class Lifecycle:
         deadline = time.monotonic() + grace_s
 
         async def finish() -> None:
+            for session in list(self.streams):  # each stream sends its last results, then closes
+                session.shutdown.set()
+            while self.streams:
+                await asyncio.sleep(0.01)
             await self._idle.wait()
             if self.engine is not None:
                 await self.engine.drain()
@@ -133,6 +139,12 @@ class Lifecycle:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    def stream_opened(self, session: Any) -> None:
+        self.streams.add(session)
+
+    def stream_closed(self, session: Any) -> None:
+        self.streams.discard(session)
 
     def request_started(self) -> None:
         self._in_flight += 1

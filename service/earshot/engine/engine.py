@@ -35,7 +35,7 @@ from earshot.engine.errors import (
     NotReady,
     UnknownModel,
 )
-from earshot.engine.pooling import Tag
+from earshot.engine.pooling import Tag, tag_scores
 from earshot.engine.runner import Runner
 from earshot.engine.segments import Segment, SegmentConfig
 from earshot.engine.self_test import SelfTestFailed, SelfTestResult, open_runner
@@ -376,6 +376,28 @@ class Engine:
     def _check_frames(self, name: str) -> None:
         if not self._models[name].bundle.manifest.has_frames:
             raise InvalidInput(f"model {name} has no frame features (frames=true is for speech encoders)")
+
+    async def embed_windows(
+        self, cut_windows: Windows, model: str | None = None, *, top_k: int | None = None, timeout_s: float | None = None
+    ) -> tuple[list[WindowResult], np.ndarray | None]:
+        """Windows already cut (a stream's, stream_windows.StreamCutter) through the model's batcher:
+        each window's result, and the tag scores (n, labels) (None without tags)."""
+        name = self._check_accepting(model)
+        served = self._models[name]
+        result = await served.batcher.submit(
+            cut_windows, timeout_s if timeout_s is not None else self.config.request_timeout_s
+        )
+        seconds = float((cut_windows.end_s - cut_windows.start_s).clip(min=0).sum())
+        metrics.AUDIO_SECONDS.labels(model=name).inc(seconds)
+        k = self.config.default_top_k if top_k is None else top_k
+        clip = assemble_clip(served.bundle, result.embedding, result.logits, cut_windows, k, True)
+        scores = None
+        if result.logits is not None:
+            scores = tag_scores(result.logits, served.bundle.manifest.tag_activation)
+        return clip.windows or [], scores
+
+    def window_spec(self, model: str | None = None) -> WindowSpec:
+        return self._models[self.resolve(model)].spec
 
     async def embed_text(
         self, texts: list[str], model: str | None = None, *, timeout_s: float | None = None
