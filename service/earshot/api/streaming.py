@@ -70,14 +70,12 @@ class _LiveSegments:
     """Per label: open at the threshold, close below threshold - hysteresis (no merging, no minimum
     duration: those need the future; a whole-file request applies them)."""
 
-    def __init__(self, labels: list[str], threshold: float, hysteresis: float, hop_s: float) -> None:
+    def __init__(self, labels: list[str], threshold: float, hysteresis: float) -> None:
         self.labels = labels
         self.on, self.off = threshold, max(0.0, threshold - hysteresis)
-        self.hop_s = hop_s
         self.open: dict[int, tuple[float, list[float]]] = {}  # label index -> (start_s, scores)
-        self.last_end = 0.0
 
-    def update(self, start_s: float, end_s: float, scores: np.ndarray) -> list[dict[str, Any]]:
+    def update(self, start_s: float, scores: np.ndarray) -> list[dict[str, Any]]:
         events = []
         for index, score in enumerate(scores.tolist()):
             if index in self.open:
@@ -89,7 +87,6 @@ class _LiveSegments:
             elif score >= self.on:
                 self.open[index] = (start_s, [score])
                 events.append({"event": "segment_start", "label": self.labels[index], "start_s": start_s, "score": score})
-        self.last_end = min(start_s + self.hop_s, end_s)
         return events
 
     def close_all(self, end_s: float) -> list[dict[str, Any]]:
@@ -155,8 +152,7 @@ class StreamSession:
             if not manifest.has_logits:
                 raise StreamError("invalid_input", f"model {self.model} has no tags to find segments of")
             config = self.engine.config.segment_config()
-            live = _LiveSegments(self.engine.bundle(self.model).labels, config.threshold, config.hysteresis,
-                                 manifest.hop_seconds)
+            live = _LiveSegments(self.engine.bundle(self.model).labels, config.threshold, config.hysteresis)
         await self._send({"event": "ready", "model": self.model, "sample_rate": manifest.sample_rate,
                           "window_s": manifest.window_seconds, "hop_s": manifest.hop_seconds})
         return start, decoder, cutter, live
@@ -229,7 +225,7 @@ class StreamSession:
                 self._sent_windows += 1
                 self._answered_s = window.end_s
                 if live is not None and scores is not None:
-                    for event in live.update(window.start_s, window.end_s, scores[row]):
+                    for event in live.update(window.start_s, scores[row]):
                         await self._send(event)
             metrics.STREAM_WINDOW_LATENCY.labels(model=self.model).observe(time.perf_counter() - arrived)
 
