@@ -18,6 +18,7 @@ from earshot_export.exportable import ExportableModel, ExportableText
 from earshot_export.fusion import fuse_attention
 from earshot_export.parity import (
     FP32_LOGITS_ATOL,
+    PARITY_TEXTS,
     ParityError,
     ParityReport,
     check_parity,
@@ -156,7 +157,9 @@ def export_text_tower(
     if not report.passed:
         raise ParityError(report)
     (staging / bundle.TOKENIZER_FILE).write_text(text.tokenizer_json, encoding="utf-8")
+    write_text_probe(staging / bundle.TEXT_PROBE_FILE, text, model_path)
     return bundle.TextTower(
+        probe_file=bundle.TEXT_PROBE_FILE,
         prompt=text.prompt,
         max_tokens=text.max_tokens,
         pad_id=text.pad_id,
@@ -169,6 +172,20 @@ def export_text_tower(
         outputs=[bundle.TensorSpec(bundle.TEXT_EMBEDDING_OUTPUT, "float32", ["batch", embedding_dim])],
         parity=report.to_json(),
     )
+
+
+def write_text_probe(path: Path, text: ExportableText, model_path: Path) -> None:
+    """The text tower's self-test: a few texts, their token ids (made the service's way) and what
+    the graph gives for them here (ONNX Runtime, CPU, float32)."""
+    import onnxruntime as ort
+
+    texts = list(PARITY_TEXTS[:3])
+    input_ids, attention_mask = text.tokenize(texts)  # (N, T) each
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    feeds = {bundle.INPUT_IDS_INPUT: input_ids.numpy(), bundle.ATTENTION_MASK_INPUT: attention_mask.numpy()}
+    (embedding,) = session.run([bundle.TEXT_EMBEDDING_OUTPUT], feeds)
+    np.savez(path, texts=np.array(texts), input_ids=feeds[bundle.INPUT_IDS_INPUT],
+             attention_mask=feeds[bundle.ATTENTION_MASK_INPUT], embedding=embedding)
 
 
 class _OutputsOnly(torch.nn.Module):

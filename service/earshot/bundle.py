@@ -42,6 +42,7 @@ FRAMES_OUTPUT = "frames"  # float32 [batch, n_frames, frame_dim]: frame features
 # the text tower's graph (CLAP): right-padded token ids -> the L2-normalised text embedding
 TEXT_MODEL_FILE = "text.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+TEXT_PROBE_FILE = "text_probe.npz"  # texts, the token ids the tokenizer gave at export, the embeddings
 INPUT_IDS_INPUT = "input_ids"  # int64 [batch, tokens]
 ATTENTION_MASK_INPUT = "attention_mask"  # int64 [batch, tokens]: 1 for real tokens, 0 for padding
 TEXT_EMBEDDING_OUTPUT = "text_embedding"  # float32 [batch, embedding_dim], in the audio embedding's space
@@ -131,6 +132,10 @@ class TextTower:
     inputs: list[TensorSpec] = field(default_factory=list)
     outputs: list[TensorSpec] = field(default_factory=list)
     parity: dict[str, Any] = field(default_factory=dict)
+    # the text tower's self-test: at load, the tokenizer must give the ids it gave at export and
+    # the graph embeddings within this cosine of the export's (None: a bundle made without one)
+    probe_file: str | None = None
+    probe_min_cosine: float = 0.9999
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TextTower:
@@ -147,6 +152,8 @@ class TextTower:
             found.append(f"text max_tokens {self.max_tokens} must be at least 2")
         if not self.logit_scale > 0:
             found.append(f"text logit_scale {self.logit_scale} must be positive")
+        if files and self.probe_file is not None and self.probe_file not in files:
+            found.append(f"text probe {self.probe_file!r} needs a checksum in the manifest")
         if files and (self.model_file not in files or self.tokenizer_file not in files):
             found.append(f"text files {self.model_file!r}, {self.tokenizer_file!r} need checksums in the manifest")
         if [i.name for i in self.inputs] != [INPUT_IDS_INPUT, ATTENTION_MASK_INPUT]:

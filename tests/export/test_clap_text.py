@@ -265,3 +265,38 @@ async def test_text_requests_share_batches(clap, exported, tmp_path):
     for answer, row in zip(answers, [*expected, *expected], strict=True):
         np.testing.assert_allclose(answer.json()["data"][0]["embedding"], row, atol=1e-5)
     assert 1 <= batches_run(metrics) - before < 6  # six requests, fewer batches
+
+
+def test_the_text_tower_self_test_refuses_a_tokenizer_that_changed(exported, tmp_path):
+    """At load, the tokenizer must give the export's token ids for the probe's texts: a bundle whose
+    tokenizer cuts differently (here: max_tokens 3) is refused, with the text named."""
+    import dataclasses
+    import shutil
+
+    import numpy as np
+
+    from earshot.engine import Engine
+    from earshot.engine.config import EngineConfig
+    from earshot.engine.runner import RunnerConfig
+    from earshot.engine.text import TextEncoder, TextSelfTestFailed
+
+    config = RunnerConfig(providers=("cpu",), intra_op_threads=1, max_batch_windows=2, cache_dir=tmp_path)
+    TextEncoder(exported, config).self_test()  # the bundle as made passes
+    with np.load(exported.path / bundle.TEXT_PROBE_FILE) as probe:
+        assert list(probe["texts"])[:1] == ["a dog barking in the rain"] and probe["embedding"].shape[1] == 24
+    copy = tmp_path / "changed"
+    shutil.copytree(exported.path, copy)
+    (copy / bundle.MANIFEST_FILE).unlink()
+    manifest = dataclasses.replace(exported.manifest, text=dataclasses.replace(exported.manifest.text, max_tokens=3))
+    changed = bundle.write(copy, manifest, exported.labels)
+    with pytest.raises(TextSelfTestFailed, match="other ids than at export for 'a dog barking in the rain'"):
+        TextEncoder(changed, config).self_test()
+
+    async def start() -> None:  # the engine runs the check for every text tower it loads
+        async with Engine([changed.path], EngineConfig(cache_dir=tmp_path, threads=1)):
+            pass
+
+    import asyncio
+
+    with pytest.raises(TextSelfTestFailed):
+        asyncio.run(start())

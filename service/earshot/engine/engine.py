@@ -176,6 +176,7 @@ class Engine:
             if loaded.manifest.has_text:
                 encoder = TextEncoder(loaded, runner_config)
                 encoder.warm_up()
+                encoder.self_test()
             log.info("model %s loaded and warmed up in %.2f s", loaded.name, time.perf_counter() - began)
             runners.append((runner, encoder))
         failed = [result for result in self.self_tests.values() if not result.passed]

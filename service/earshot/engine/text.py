@@ -63,3 +63,34 @@ class TextEncoder:
 
     def warm_up(self) -> None:
         self.run(self.tokenize(["warm up"]))
+
+    def self_test(self) -> None:
+        """The bundle's text probe: the same token ids as at export, embeddings within its cosine.
+        Raises TextSelfTestFailed (the model is not served) when either differs."""
+        if self.spec.probe_file is None:
+            log.warning("model %s: its text tower has no probe (a bundle made before they existed)", self.bundle.name)
+            return
+        with np.load(self.bundle.path / self.spec.probe_file) as probe:
+            texts = [str(t) for t in probe["texts"]]
+            expected_ids = [row[mask.astype(bool)].tolist() for row, mask in zip(probe["input_ids"], probe["attention_mask"], strict=True)]
+            expected = probe["embedding"]
+        got_ids = self.tokenize(texts)
+        if got_ids != expected_ids:
+            first = next(i for i, (a, b) in enumerate(zip(got_ids, expected_ids, strict=True)) if a != b)
+            raise TextSelfTestFailed(
+                f"model {self.bundle.name}: the tokenizer gives other ids than at export for {texts[first]!r} "
+                f"({got_ids[first][:8]}... vs {expected_ids[first][:8]}...): a tokenizers version that reads "
+                "tokenizer.json differently?"
+            )
+        got = self.run(got_ids)
+        cosine = (got * expected).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
+        if float(cosine.min()) < self.spec.probe_min_cosine:
+            raise TextSelfTestFailed(
+                f"model {self.bundle.name}: text tower on {', '.join(self.providers)} gives cosine {float(cosine.min()):.6f} "
+                f"to the export's embeddings (tolerance {self.spec.probe_min_cosine})"
+            )
+        log.info("model %s: text tower self-test passed (min cosine %.6f)", self.bundle.name, float(cosine.min()))
+
+
+class TextSelfTestFailed(RuntimeError):
+    """The text tower gives other answers here than where the bundle was made."""
