@@ -305,12 +305,7 @@ class Engine:
     ) -> EmbedResult:
         """Decode `data` (any format soundfile reads) and embed it; the timeout covers both."""
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.config.request_timeout_s)
-        if labels is not None:
-            self._check_labels(self.resolve(model), labels, prompt)  # before the work of decoding
-        if frames:
-            self._check_frames(self.resolve(model))
-        if segments is not None:
-            self._check_segments(self.resolve(model), segments, labels)
+        self._check_options(self.resolve(model), labels, prompt, frames, segments)  # before the work of decoding
         audio = await self.decode(data, model)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -340,10 +335,7 @@ class Engine:
         frames (models with frame features): also the clip's frames with their timestamps.
         """
         name = self._check_accepting(model)
-        if frames:
-            self._check_frames(name)
-        if segments is not None:
-            self._check_segments(name, segments, labels)
+        self._check_options(name, labels, prompt, frames, segments)
         served = self._models[name]
         manifest = served.bundle.manifest
         waveform = np.asarray(waveform, dtype=np.float32)
@@ -433,6 +425,17 @@ class Engine:
             if len(item) > self.config.max_text_chars:
                 raise InvalidText(f"{what}[{index}] has {len(item)} characters; at most {self.config.max_text_chars}")
 
+    def _check_options(
+        self, name: str, labels: list[str] | None, prompt: str | None, frames: bool, segments: SegmentConfig | None
+    ) -> None:
+        """What a request asks of the model must be something it has (422 otherwise)."""
+        if labels is not None:
+            self._check_labels(name, labels, prompt)
+        if frames:
+            self._check_frames(name)
+        if segments is not None:
+            self._check_segments(name, segments, labels)
+
     def _check_labels(self, name: str, labels: list[str], prompt: str | None) -> None:
         self._text_of(name)
         if len(labels) > self.config.max_labels:
@@ -447,8 +450,7 @@ class Engine:
         self, served: _Model, labels: list[str], prompt: str | None, timeout_s: float
     ) -> np.ndarray:
         """(C, P) text embeddings of the labels' prompts, from the cache or the text tower."""
-        self._check_labels(served.bundle.name, labels, prompt)
-        assert served.text is not None
+        assert served.text is not None  # _check_options made sure
         text = served.text
         prompts = prompts_for(labels, text.encoder.spec.prompt if prompt is None else prompt)
         found, missing = text.labels.lookup(prompts)
