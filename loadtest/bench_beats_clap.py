@@ -1,6 +1,11 @@
 """BEATs-base and CLAP (HTS-AT base) windows/s: earshot's fp32 and int8 bundles vs the same PyTorch module.
 
     python loadtest/bench_beats_clap.py [--windows 8] [--batch 4] [--threads 2] [--out loadtest/results/beats_clap.json]
+    python loadtest/bench_beats_clap.py --fusion-ab [--rounds 2] [--out loadtest/results/beats_clap_fusion.json]
+
+--fusion-ab: only fp32, the fused bundle (attention as com.microsoft.MultiHeadAttention, see
+earshot_export/fusion.py) against the `--no-fuse` one (standard ONNX operators), timed in
+alternation in the same run (best of each).
 
 Random weights in base shapes (speed does not depend on the values): BEATs iter3 (512-wide patch
 embedding, 12 layers, 768 wide, 12 heads, gated relative position bias, deep norm, 527 classes) on
@@ -88,6 +93,39 @@ def bench_bundle(path: Path, batches, threads: int) -> float:
     return timed(run, batches)
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def fusion_ab(model, family: str, work: Path, batches, threads: int, rounds: int) -> dict:
+    """fp32 fused vs unfused: windows/s of each (best over `rounds` alternations) and the ratio."""
+    from earshot_export.onnx_export import export_bundle
+
+    windows = sum(len(batch) for batch in batches)
+    paths = {}
+    row: dict = {}
+    for name, fuse in (("fused", True), ("unfused", False)):
+        paths[name] = work / f"{family}-fp32-{name}"
+        built = export_bundle(model, paths[name], "fp32", parity_audio=[batches[0][0], batches[0][-1]], fuse=fuse)
+        row[f"{name}_parity_min_cosine"] = built.manifest.parity["min_embedding_cosine"]
+        row[f"{name}_operators"] = built.manifest.notes["fused_operators"]
+    best = {name: float("inf") for name in paths}
+    for _ in range(rounds):
+        for name, path in paths.items():
+            best[name] = min(best[name], bench_bundle(path, batches, threads))
+    for name, seconds in best.items():
+        row[f"{name}_windows_per_s"] = windows / seconds
+        print(f"{family} fp32 {name}: {windows / seconds:.2f} windows/s", flush=True)
+    row["fused_vs_unfused"] = row["fused_windows_per_s"] / row["unfused_windows_per_s"]
+    return row
+
+
 def make_models(work: Path):
     import torch
     from beats_fixtures import write_beats_file
@@ -110,7 +148,10 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--out", type=Path, default=REPO / "loadtest" / "results" / "beats_clap.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default loadtest/results/beats_clap.json (beats_clap_fusion.json with --fusion-ab)")
+    parser.add_argument("--fusion-ab", action="store_true", help="fp32 fused vs --no-fuse graphs only")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of --fusion-ab")
     args = parser.parse_args()
 
     from earshot_export.onnx_export import export_bundle
@@ -121,6 +162,10 @@ def main() -> None:
             windows = load_windows(args.windows, model.sample_rate, model.window_samples)
             batches = [np.stack(windows[i : i + args.batch]) for i in range(0, len(windows), args.batch)]
             row = {"window_seconds": model.window_samples / model.sample_rate}
+            if args.fusion_ab:
+                row.update(fusion_ab(model, family, Path(work), batches, args.threads, args.rounds))
+                results[family] = row
+                continue
             seconds = bench_torch(model.module, batches, args.threads)
             row["torch_eager_windows_per_s"] = len(windows) / seconds
             print(f"{family} torch eager: {len(windows) / seconds:.2f} windows/s", flush=True)
@@ -138,11 +183,14 @@ def main() -> None:
     report = {
         "benchmark": "BEATs-base and CLAP HTS-AT base (random weights), one 10 s window per item, frontend included",
         "machine": {"cpu_count": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
-                    "processor": platform.processor()},
+                    "processor": platform.processor(), "cpu_model": cpu_model()},
+        "mode": "fusion-ab (fp32 fused vs --no-fuse)" if args.fusion_ab else "torch eager vs fp32 / int8 bundles",
         "windows": args.windows,
         "batch": args.batch,
         "results": results,
     }
+    if args.out is None:
+        args.out = REPO / "loadtest" / "results" / ("beats_clap_fusion.json" if args.fusion_ab else "beats_clap.json")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 

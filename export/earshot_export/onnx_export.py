@@ -59,7 +59,7 @@ def export_bundle(
         has_logits = model.num_labels > 0
         trace_to_onnx(module, model.window_samples, has_logits, fp32_path, has_frames=model.frame_grid is not None)
         fused: dict[str, int] = {}
-        if fuse and model.attention_heads:
+        if fuse:  # ViT attention (attention_heads) and attention with an additive bias (any family)
             fused_path = work_dir / "model.fused.onnx"
             fused = fuse_attention(fp32_path, fused_path, model.attention_heads, model.embedding_dim)
             fp32_path = fused_path
