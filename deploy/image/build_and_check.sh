@@ -15,7 +15,7 @@
 #     SIGTERM: drained, exit 0 within the grace. Image size and cold start are measured.
 #  4. the GPU target, as far as it builds here: reported, never failing the script.
 #
-# Exit 0 when every CPU check passes, else 1. Needs root (debootstrap; buildah's chroot isolation),
+# Exit 0 when every CPU check passes, 3 when this machine cannot build images at all, else 1. Needs root (debootstrap; buildah's chroot isolation),
 # apt (for buildah and debootstrap, when missing), curl and python3, and the Debian mirror and PyPI.
 #
 # Environment:
@@ -63,6 +63,9 @@ step_done() {
 }
 bh() { buildah "${STORAGE[@]}" "$@"; }
 die() { log "ERROR $*"; exit 1; }
+# the machine cannot build images at all (no root, no buildah or debootstrap, no Debian mirror):
+# exit 3, which .ci/run reports loudly instead of failing on
+cannot_build_here() { log "CANNOT BUILD HERE: $*"; exit 3; }
 
 cleanup() {
   local status=$?
@@ -97,9 +100,9 @@ if ((${#missing[@]})); then
   apt_install() { timeout 900 apt-get install -y -q "${missing[@]}" >"$CACHE.apt.log" 2>&1; }
   mkdir -p "$(dirname "$CACHE")"
   apt_install || { timeout 300 apt-get update -q >/dev/null 2>&1 && apt_install; } \
-    || { tail -20 "$CACHE.apt.log"; die "could not install ${missing[*]}"; }
+    || { tail -20 "$CACHE.apt.log"; cannot_build_here "could not install ${missing[*]}"; }
 fi
-[[ $(id -u) == 0 ]] || die "needs root: debootstrap and buildah's chroot isolation"
+[[ $(id -u) == 0 ]] || cannot_build_here "needs root: debootstrap and buildah's chroot isolation"
 [[ -f $AUDIO ]] || die "no audio file at $AUDIO (pass one as the first argument)"
 mkdir -p "$CACHE" "$LOGS"
 log "$(buildah --version); $(debootstrap --version); cache $CACHE"
@@ -155,7 +158,7 @@ else
   if ! timeout 900 debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$rootfs" "$MIRROR" \
       >"$LOGS/debootstrap.log" 2>&1; then
     tail -20 "$LOGS/debootstrap.log"
-    die "debootstrap failed"
+    cannot_build_here "debootstrap failed (no Debian mirror?)"
   fi
   if ((${#EXTRA_CAS[@]})); then
     cp "${EXTRA_CAS[@]}" "$rootfs/usr/local/share/ca-certificates/"
