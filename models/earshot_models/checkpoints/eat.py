@@ -32,10 +32,16 @@ from typing import Any
 
 import torch
 
-from earshot_models.checkpoints.encoder_checkpoint import checked_labels, count_blocks, require, square_patch
+from earshot_models.checkpoints.encoder_checkpoint import (
+    checked_labels,
+    count_blocks,
+    kaldi_frontend,
+    require,
+    square_patch,
+)
 from earshot_models.checkpoints.io import CheckpointError, load_torch_file, sha256_file
 from earshot_models.checkpoints.mapping import Rule, convert_state_dict, module_shapes
-from earshot_models.config import AST_FBANK, FbankConfig, frames_in_window
+from earshot_models.config import AST_FBANK, FbankConfig
 from earshot_models.eat import EATConfig, EATEncoder
 from earshot_models.frontend.kaldi_fbank import KaldiFbank
 from earshot_models.waveform_model import WaveformModel
@@ -197,18 +203,7 @@ def cut_positions(state: Mapping[str, torch.Tensor], config: EATConfig, where: s
 
 def eat_frontend(config: EATConfig, window_seconds: float, where: str) -> FbankConfig:
     """EAT's fbank for windows of `window_seconds`, padded (log-mel 0) to the model's target_length frames."""
-    fbank = replace(EAT_FBANK, num_frames=config.input_tdim, num_mel_bins=config.input_fdim)
-    try:
-        frames = frames_in_window(fbank, window_seconds)
-    except ValueError as error:
-        raise CheckpointError(f"{where}: {error}") from error
-    if frames > fbank.num_frames:
-        longest = ((fbank.num_frames - 1) * fbank.frame_shift + fbank.frame_length) / fbank.sample_rate
-        raise CheckpointError(
-            f"{where}: a {window_seconds:g} s window makes {frames} frames; the model takes target_length "
-            f"{fbank.num_frames} (windows up to {longest:g} s)"
-        )
-    return replace(fbank, window_frames=frames)
+    return kaldi_frontend(EAT_FBANK, config, window_seconds, where, limit="the model takes target_length")
 
 
 def read_eat(

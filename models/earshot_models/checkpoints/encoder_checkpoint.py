@@ -14,6 +14,7 @@ from earshot_models.ast import ASTEncoder
 from earshot_models.checkpoints.io import CheckpointError, sha256_file
 from earshot_models.checkpoints.mapping import Rule, convert_state_dict, module_shapes
 from earshot_models.config import AST_FBANK, EncoderConfig, FbankConfig, StftMelConfig, frames_in_window
+from earshot_models.eat import EATConfig
 from earshot_models.frontend.kaldi_fbank import KaldiFbank
 from earshot_models.frontend.passt_mel import PasstMel
 from earshot_models.waveform_model import WaveformModel
@@ -83,8 +84,16 @@ def checked_labels(labels: list[str] | None, num_classes: int, where: str) -> li
     return list(labels)
 
 
-def kaldi_frontend(base: FbankConfig, encoder: EncoderConfig, window_seconds: float, where: str) -> FbankConfig:
-    """The Kaldi fbank (AST's dataloader) for windows of `window_seconds`, padded to the model's frames."""
+def kaldi_frontend(
+    base: FbankConfig,
+    encoder: EncoderConfig | EATConfig,
+    window_seconds: float,
+    where: str,
+    limit: str = "the model's position table holds",
+) -> FbankConfig:
+    """The Kaldi fbank (`base`, e.g. AST's dataloader) for windows of `window_seconds`, padded to the
+    model's frames; encoder: its config (input_tdim, input_fdim: EncoderConfig, EATConfig); limit: what
+    the error calls the model's frame count."""
     fbank = replace(base, num_frames=encoder.input_tdim, num_mel_bins=encoder.input_fdim)
     try:
         frames = frames_in_window(fbank, window_seconds)
@@ -93,7 +102,7 @@ def kaldi_frontend(base: FbankConfig, encoder: EncoderConfig, window_seconds: fl
     if frames > fbank.num_frames:
         longest = ((fbank.num_frames - 1) * fbank.frame_shift + fbank.frame_length) / fbank.sample_rate
         raise CheckpointError(
-            f"{where}: a {window_seconds:g} s window makes {frames} frames; the model's position table holds "
+            f"{where}: a {window_seconds:g} s window makes {frames} frames; {limit} "
             f"{fbank.num_frames} (windows up to {longest:g} s)"
         )
     return replace(fbank, window_frames=frames)
