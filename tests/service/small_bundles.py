@@ -45,6 +45,17 @@ def tiny_reference(windows: np.ndarray, num_samples: np.ndarray) -> tuple[np.nda
     return features @ w["w_embed"] + w["b_embed"], features @ w["w_logits"] + w["b_logits"]
 
 
+def pooled(values: np.ndarray, clip_samples: int, window: int = WINDOW_SAMPLES, hop: int = WINDOW_SAMPLES // 2) -> np.ndarray:
+    """values (n_windows, dim) of a clip of clip_samples -> (dim,): the clip's answer by the pooling
+    rule, written out from the clip's length: every window weighs 1 but a last one, which weighs the
+    share of a hop that it reaches past the window before it."""
+    weights = np.ones(values.shape[0])
+    if values.shape[0] > 1:
+        past_previous = clip_samples - ((values.shape[0] - 2) * hop + window)
+        weights[-1] = min(past_previous, hop) / hop
+    return np.average(values.astype(np.float64), axis=0, weights=weights)
+
+
 def _tiny_graph() -> onnx.ModelProto:
     w = TINY_WEIGHTS
     initializers = [numpy_helper.from_array(value, name) for name, value in w.items()] + [

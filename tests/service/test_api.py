@@ -15,7 +15,7 @@ from earshot.engine.audio import AudioLimits, decode
 from earshot.engine.windows import cut, window_spec
 from tests.service.conftest import make_settings, serving
 from tests.service.metrics_text import names, sample
-from tests.service.small_bundles import tiny_reference
+from tests.service.small_bundles import pooled, tiny_reference
 
 pytestmark = pytest.mark.anyio
 AUDIO_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "audio"
@@ -34,7 +34,8 @@ def _expected_embedding(bundle, path: Path) -> np.ndarray:
     manifest = bundle.manifest
     audio = decode(path.read_bytes(), manifest.sample_rate, AudioLimits(1 << 30, 1e6))
     windows = cut(audio.waveform, window_spec(manifest))
-    return tiny_reference(np.asarray(windows.samples), windows.num_samples)[0].mean(axis=0)
+    embedding = tiny_reference(np.asarray(windows.samples), windows.num_samples)[0]
+    return pooled(embedding, len(audio.waveform), manifest.window_samples, manifest.hop_samples)
 
 
 def _error(response: httpx.Response) -> str:

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from earshot.api.app import create_app
 from earshot.settings import Settings
+from tests.service.small_bundles import pooled
 
 AUDIO_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "audio"
 RATE, WINDOW, HOP = 16000, 15360, 7680  # YAMNet: 0.96 s windows every 0.48 s
@@ -35,7 +36,7 @@ def embed(client: TestClient, name: str, **params) -> dict:
     return response.json()
 
 
-def test_the_75_s_file_gets_timestamped_windows_and_the_clip_is_their_mean(client):
+def test_the_75_s_file_gets_timestamped_windows_and_the_clip_pools_them(client):
     body = embed(client, "long_75s_stereo_22k.flac", windows="true", top_k=3)
     samples = round(body["duration_s"] * RATE)
     assert body["duration_s"] == pytest.approx(75.0, abs=0.5)
@@ -47,8 +48,8 @@ def test_the_75_s_file_gets_timestamped_windows_and_the_clip_is_their_mean(clien
         assert window["end_s"] == pytest.approx(min((index * HOP + WINDOW) / RATE, body["duration_s"]), abs=1e-6)
         assert len(window["embedding"]) == 1024 and len(window["tags"]) == 3
     assert windows[-1]["end_s"] == pytest.approx(body["duration_s"], abs=1e-6)
-    mean = np.mean([w["embedding"] for w in windows], axis=0)
-    np.testing.assert_allclose(body["embedding"], mean, atol=1e-5)
+    clip = pooled(np.array([w["embedding"] for w in windows]), samples, WINDOW, HOP)
+    np.testing.assert_allclose(body["embedding"], clip, atol=1e-5)
     assert "Music" in [tag["label"] for tag in body["tags"]]
 
 

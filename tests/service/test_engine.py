@@ -14,7 +14,7 @@ from earshot.engine.errors import DeadlineExceeded, Draining, NotReady, QueueFul
 from earshot.engine.pooling import tag_scores
 from earshot.engine.windows import cut, window_spec
 from tests.service.conftest import make_config
-from tests.service.small_bundles import LABELS, SAMPLE_RATE, tiny_reference
+from tests.service.small_bundles import LABELS, SAMPLE_RATE, WINDOW_SAMPLES, pooled, tiny_reference
 
 pytestmark = pytest.mark.anyio
 AUDIO_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "audio"
@@ -30,6 +30,11 @@ def _expected(bundle: bundle_format.Bundle, waveform: np.ndarray) -> tuple[np.nd
     return tiny_reference(np.asarray(windows.samples), windows.num_samples)
 
 
+def _expected_clip(bundle: bundle_format.Bundle, waveform: np.ndarray) -> np.ndarray:
+    manifest = bundle.manifest
+    return pooled(_expected(bundle, waveform)[0], len(waveform), manifest.window_samples, manifest.hop_samples)
+
+
 async def test_clip_results_pool_the_window_outputs(tiny_bundle, tmp_path) -> None:
     waveform = _clip(0.83)
     embedding, logits = _expected(tiny_bundle, waveform)  # (n, 8), (n, 4)
@@ -39,11 +44,12 @@ async def test_clip_results_pool_the_window_outputs(tiny_bundle, tmp_path) -> No
         result = await engine.embed(waveform, "tiny", top_k=3, windows=True)
     assert result.model == "tiny" and result.num_windows == embedding.shape[0] == 16
     assert result.duration_s == pytest.approx(0.83)
-    np.testing.assert_allclose(result.embedding, embedding.mean(axis=0), rtol=1e-5, atol=1e-5)
-    pooled = scores.mean(axis=0)
-    best = np.argsort(-pooled)[:3]
+    # The last window reaches 0.03 s past the one before it (of a 0.05 s hop): it weighs 0.6.
+    np.testing.assert_allclose(result.embedding, pooled(embedding, len(waveform)), rtol=1e-5, atol=1e-5)
+    clip_scores = pooled(scores, len(waveform))
+    best = np.argsort(-clip_scores)[:3]
     assert [tag.label for tag in result.tags] == [LABELS[i] for i in best]
-    np.testing.assert_allclose([tag.score for tag in result.tags], pooled[best], rtol=1e-5)
+    np.testing.assert_allclose([tag.score for tag in result.tags], clip_scores[best], rtol=1e-5)
     assert result.windows is not None and len(result.windows) == 16
     for index, window in enumerate(result.windows):
         np.testing.assert_allclose(window.embedding, embedding[index], rtol=1e-5, atol=1e-5)
@@ -51,6 +57,28 @@ async def test_clip_results_pool_the_window_outputs(tiny_bundle, tmp_path) -> No
         assert window.end_s == pytest.approx(min(index * 0.05 + 0.1, 0.83))
         assert window.tags[0].label == LABELS[int(np.argmax(scores[index]))]
     assert result.queue_time_ms >= 0 and result.inference_time_ms >= 0
+
+
+async def test_whole_windows_pool_to_the_plain_mean_and_a_short_tail_counts_for_its_samples(tiny_bundle, tmp_path) -> None:
+    # Whole windows (0.8 s = 15 windows of 0.1 s at 0.05 s hops): the plain mean, as the references take it.
+    whole = _clip(0.8, seed=3)
+    tail = 8  # samples appended: a 16th window of 8 real samples (0.5 ms) and zeros
+    longer = np.concatenate([whole, _clip(1.0, seed=4)[:tail]])
+    embedding, _ = _expected(tiny_bundle, whole)
+    async with Engine([tiny_bundle.path], make_config(tmp_path)) as engine:
+        first = await engine.embed(whole, "tiny")
+        second = await engine.embed(longer, "tiny", windows=True)
+    assert first.num_windows == 15 and second.num_windows == 16
+    np.testing.assert_allclose(first.embedding, embedding.mean(axis=0), rtol=1e-5, atol=1e-5)
+    # The 16th window reaches 8 samples past the 15th (of an 800-sample hop): it weighs 0.01 against
+    # 15 whole windows, so the clip moves by that share of the distance to it, not by 1/16 of it as a
+    # plain mean would move it.
+    last = second.windows[-1].embedding
+    share = (tail / (WINDOW_SAMPLES // 2)) / (15 + tail / (WINDOW_SAMPLES // 2))
+    np.testing.assert_allclose(second.embedding, first.embedding + share * (last - first.embedding), rtol=1e-5, atol=1e-5)
+    assert np.abs(second.embedding - first.embedding).max() < 0.01 * np.abs(last - first.embedding).max()
+    plain = (15 * first.embedding + last) / 16
+    assert np.abs(plain - first.embedding).max() > 0.05 * np.abs(last - first.embedding).max()
 
 
 async def test_batched_results_equal_results_alone(tiny_bundle, tmp_path) -> None:
@@ -65,7 +93,7 @@ async def test_batched_results_equal_results_alone(tiny_bundle, tmp_path) -> Non
     assert batches < windows / 2, "concurrent requests should share batches"
     for one, shared, clip in zip(alone, together, clips, strict=True):
         np.testing.assert_allclose(shared.embedding, one.embedding, atol=1e-5)
-        np.testing.assert_allclose(shared.embedding, _expected(tiny_bundle, clip)[0].mean(axis=0), atol=1e-5)
+        np.testing.assert_allclose(shared.embedding, _expected_clip(tiny_bundle, clip), atol=1e-5)
 
 
 async def test_default_alias_and_unknown_models(tiny_bundle, tmp_path) -> None:
@@ -171,7 +199,7 @@ async def test_unavailable_providers_fall_back_to_the_cpu(tiny_bundle, tmp_path,
     async with Engine([tiny_bundle.path], settings) as engine:
         assert engine.providers("tiny")[-1] == "CPUExecutionProvider"
         result = await engine.embed(_clip(0.3), "tiny")
-    np.testing.assert_allclose(result.embedding, _expected(tiny_bundle, _clip(0.3))[0].mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(result.embedding, _expected_clip(tiny_bundle, _clip(0.3)), atol=1e-5)
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():

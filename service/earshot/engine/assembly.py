@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from earshot import bundle as bundle_format
-from earshot.engine.pooling import Tag, mean_pool, tag_scores, top_k
+from earshot.engine.pooling import Tag, pool, tag_scores, top_k, window_weights
 from earshot.engine.runner import BatchOutput, Runner
 from earshot.engine.segments import Segment, SegmentConfig, cells, find_segments
 from earshot.engine.windows import Windows
@@ -37,8 +37,8 @@ class ClipFrames:
 
 @dataclass(frozen=True)
 class ClipResult:
-    embedding: np.ndarray  # (embedding_dim,) float32: the mean of the window embeddings
-    tags: list[Tag]  # top-k of the mean window tag scores, best first
+    embedding: np.ndarray  # (embedding_dim,) float32: the window embeddings pooled (pooling: a short last window weighs its fresh samples)
+    tags: list[Tag]  # top-k of the window tag scores pooled the same way, best first
     windows: list[WindowResult] | None  # per window, when asked for
     frames: ClipFrames | None = None  # when asked for, from a graph with frames
     segments: list[Segment] | None = None  # when asked for, from a graph with tags
@@ -92,13 +92,14 @@ def assemble_clip(
             for i in range(len(cut_windows))
         ]
     manifest = bundle.manifest
+    weights = window_weights(cut_windows.num_samples, manifest.window_samples, manifest.hop_samples)  # (n,)
     found = None
     if segments is not None and scores is not None:
         starts, ends = cells(cut_windows.start_s, manifest.hop_seconds, float(cut_windows.end_s[-1]))
         found = find_segments(scores, labels, starts, ends, segments)
     return ClipResult(
-        embedding=mean_pool(embedding).astype(np.float32),
-        tags=top_k(mean_pool(scores), labels, k) if scores is not None else [],
+        embedding=pool(embedding, weights).astype(np.float32),
+        tags=top_k(pool(scores, weights), labels, k) if scores is not None else [],
         windows=per_window,
         frames=(
             clip_frames(manifest.frame_grid, manifest.sample_rate, manifest.hop_samples, frames, cut_windows)
