@@ -88,6 +88,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--bundle", type=Path, help="bundle directory (default: build the YAMNet bundle)")
     parser.add_argument("--out", type=Path, default=REPO / "loadtest" / "results" / "catalog.json")
+    parser.add_argument("--job-setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="an EARSHOT_KEY=VALUE setting for the job only (the raw engine keeps the defaults), "
+                        "e.g. threads=1 (repeatable)")
     args = parser.parse_args()
 
     import roofline
@@ -115,8 +118,12 @@ def main() -> None:
         out = work_dir / "catalog.parquet"
         command = [sys.executable, "-m", "earshot.cli", "embed", str(work_dir / "catalog"), "--bundle",
                    str(bundle_path), "--out", str(out), "--workers", str(args.workers)]
+        job_env = dict(os.environ)
+        for item in args.job_setting:
+            key, _, value = item.partition("=")
+            job_env[f"EARSHOT_{key.upper()}"] = value
         start = time.perf_counter()
-        finished = subprocess.run(command, capture_output=True, text=True)
+        finished = subprocess.run(command, capture_output=True, text=True, env=job_env)
         wall = time.perf_counter() - start
         if finished.returncode not in (0, 1):
             raise SystemExit(f"earshot embed failed:\n{finished.stderr}")
@@ -126,8 +133,12 @@ def main() -> None:
 
     audio_seconds = sum(row["duration_s"] or 0.0 for row in rows)
     # the job's own wall time (from its summary line): after the interpreter started, before it exits
-    job_wall = float(finished.stderr.rsplit(" audio hours in ", 1)[1].split(" s:", 1)[0])
-    catalog_rate = total_windows / job_wall
+    summary_line = finished.stderr.rsplit(" audio hours in ", 1)[1]
+    job_wall = float(summary_line.split(" s", 1)[0])
+    ready = float(summary_line.split("engine ready after ", 1)[1].split(" s", 1)[0])
+    # the job's steady state: from its engine being ready (loaded, self-tested, warm; a fixed cost that
+    # a catalog of millions of files does not notice) to its last row
+    catalog_rate = total_windows / (job_wall - ready)
     cores = os.cpu_count() or 1
     decode_per_window = decode_seconds / total_windows  # core-seconds
     decode_bound = cores / decode_per_window  # windows/s, decoding alone on every core
@@ -142,8 +153,10 @@ def main() -> None:
         "audio_seconds": audio_seconds,
         "embed_wall_s_whole_command": wall,
         "embed_wall_s_job": job_wall,
-        "embed_files_per_s": len(rows) / job_wall,
-        "embed_audio_seconds_per_s": audio_seconds / job_wall,
+        "embed_engine_ready_s": ready,
+        "embed_windows_per_s_including_start": total_windows / job_wall,
+        "embed_files_per_s": len(rows) / (job_wall - ready),
+        "embed_audio_seconds_per_s": audio_seconds / (job_wall - ready),
         "embed_windows_per_s": catalog_rate,
         "embed_windows_per_s_whole_command": total_windows / wall,
         "raw_engine_windows_per_s": raw_rate,
@@ -166,6 +179,7 @@ def main() -> None:
         "bundle": {"name": manifest.name, "family": manifest.family, "precision": manifest.precision},
         "goal_ratio": GOAL,
         "workers": args.workers,
+        "job_settings": args.job_setting,
         "command": " ".join(command[1:]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

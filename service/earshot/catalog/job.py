@@ -75,6 +75,7 @@ async def _embed_all(job: CatalogJob, plan: Plan, config: EngineConfig, summary:
     with ProcessPoolExecutor(job.decode_workers, mp_context=context, initializer=exit_with_parent,
                              initargs=(os.getpid(),)) as pool:
         async with Engine([plan.bundle], config) as engine:
+            summary.ready_seconds = summary.wall_seconds
             tasks = []
             try:
                 for path in plan.todo:

@@ -21,6 +21,7 @@ class Summary:
     not_audio: list[str] = field(default_factory=list)  # in folders, skipped for their extension
     audio_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    ready_seconds: float | None = None  # from the start until the engine was loaded, self-tested and warm
 
     @property
     def wall_seconds(self) -> float:
@@ -43,7 +44,9 @@ class Summary:
         return (
             f"{self.files} files ({self.failed} failed, {self.skipped} skipped as done, "
             f"{len(self.not_audio)} skipped as not audio), "
-            f"{self.audio_seconds / 3600:.3f} audio hours in {wall:.1f} s: "
+            f"{self.audio_seconds / 3600:.3f} audio hours in {wall:.1f} s"
+            + (f" (engine ready after {self.ready_seconds:.1f} s)" if self.ready_seconds is not None else "")
+            + ": "
             f"{self.files / wall:.1f} files/s, {self.audio_seconds / 3600 / wall:.4f} audio-hours/s"
         )
 
