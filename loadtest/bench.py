@@ -398,8 +398,7 @@ def bundle_roofline(bundle_path: Path, manifest, threads: int) -> dict:
     FLOPs per window: the bound every windows/s of this run is a fraction of (roofline.py)."""
     import roofline
 
-    shapes = {spec.name: [1 if dim == "batch" else dim for dim in spec.shape] for spec in manifest.inputs}
-    flops = roofline.onnx_flops(bundle_path / manifest.model_file, shapes)
+    flops = roofline.bundle_flops(bundle_path, manifest)
     gemm = roofline.measure_gemm_rates(threads, seconds=8.0, torch_mm=False)
     kind = "int8" if manifest.precision == "int8" else "fp32"
     print(roofline.gemm_summary(gemm), flush=True)
@@ -411,7 +410,7 @@ def add_service_roofline(report: dict) -> None:
     import roofline
 
     line = report.get("roofline")
-    if not line:
+    if not line or line["flops_per_window"]["flops"] is None:
         return
     flops, gemm, kind = line["flops_per_window"]["flops"], line["gemm"], line["kind"]
     line["raw_engine"] = roofline.at_rate(report["raw_engine"]["windows_per_s"], flops, gemm, kind)

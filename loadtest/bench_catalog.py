@@ -111,8 +111,7 @@ def main() -> None:
         from earshot import bundle as bundle_format
 
         manifest = bundle_format.load(bundle_path).manifest
-        shapes = {spec.name: [1 if dim == "batch" else dim for dim in spec.shape] for spec in manifest.inputs}
-        flops = roofline.onnx_flops(bundle_path / manifest.model_file, shapes)
+        flops = roofline.bundle_flops(bundle_path, manifest)
         gemm = roofline.measure_gemm_rates(settings.threads or os.cpu_count() or 1, seconds=8.0, torch_mm=False)
         kind = "int8" if manifest.precision == "int8" else "fp32"
         out = work_dir / "catalog.parquet"
@@ -173,8 +172,14 @@ def main() -> None:
         "roofline": {
             "flops_per_window": flops,
             "gemm": gemm,
-            "raw_engine": roofline.at_rate(raw_rate, flops["flops"], gemm, kind),
-            "embed": roofline.at_rate(catalog_rate, flops["flops"], gemm, kind),
+            **(
+                {
+                    "raw_engine": roofline.at_rate(raw_rate, flops["flops"], gemm, kind),
+                    "embed": roofline.at_rate(catalog_rate, flops["flops"], gemm, kind),
+                }
+                if flops["flops"] is not None
+                else {}
+            ),
         },
         "bundle": {"name": manifest.name, "family": manifest.family, "precision": manifest.precision},
         "goal_ratio": GOAL,

@@ -346,6 +346,28 @@ def onnx_flops(model, input_shapes: Mapping[str, Sequence[int]]) -> dict:
     return {"flops": sum(by_op.values()), "by_op": by_op, "unresolved": unresolved}
 
 
+FUSED_ATTENTION = {"Attention", "MultiHeadAttention", "QAttention", "PackedAttention", "GroupQueryAttention"}
+
+
+def bundle_flops(bundle_path: Path, manifest) -> dict:
+    """onnx_flops of a bundle's graph at batch 1, or {"flops": None, "reason"} where that count would be
+    short: a fused attention node (its matmuls are not Conv / MatMul / Gemm nodes) or a node whose
+    shapes inference cannot give (the integer MatMuls of a dynamically quantised graph). Such a
+    bundle's FLOPs come from its PyTorch source (bench_families.py counts them with torch)."""
+    import onnx
+
+    model = onnx.load(str(bundle_path / manifest.model_file))
+    fused = sorted({node.op_type for node in model.graph.node if node.op_type in FUSED_ATTENTION})
+    shapes = {spec.name: [1 if dim == "batch" else dim for dim in spec.shape] for spec in manifest.inputs}
+    counted = onnx_flops(model, shapes)
+    if fused or counted["unresolved"]:
+        reason = (f"fused attention ({', '.join(fused)})" if fused else "") + (
+            f"{'; ' if fused else ''}{len(counted['unresolved'])} nodes without inferred shapes"
+            if counted["unresolved"] else "")
+        return {"flops": None, "reason": f"the graph's count would be short: {reason}", "partial": counted}
+    return counted
+
+
 # -- the roofline -------------------------------------------------------------------------------------
 def achieved_fraction(windows_per_s: float, flops_per_window: float, rate: float) -> float:
     """The fraction of `rate` (GFLOP/s or GOP/s) that windows_per_s windows of flops_per_window FLOPs make."""
