@@ -65,6 +65,8 @@ REPO = LOADTEST.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(LOADTEST))
 
+from tests.models.clap_fixtures import UNFUSED_EXTRACTOR  # noqa: E402  (laion/clap-htsat-unfused's extractor config)
+
 import bench  # noqa: E402  (loadtest/bench.py: /proc CPU accounting, percentiles, earshot serve, machine)
 import launch  # noqa: E402  (loadtest/launch.py)
 import payloads  # noqa: E402  (loadtest/payloads.py)
@@ -101,18 +103,6 @@ ROBERTA_BASE_TEXT = dict(  # RoBERTa-base but for the vocabulary (the tokenizer'
     bos_token_id=0,
     eos_token_id=2,
     projection_dim=512,
-)
-UNFUSED_EXTRACTOR = dict(
-    feature_size=64,
-    sampling_rate=SAMPLE_RATE,
-    hop_length=480,
-    max_length_s=10,
-    fft_window_size=1024,
-    frequency_min=50,
-    frequency_max=14000,
-    top_db=None,
-    truncation="rand_trunc",
-    padding="repeatpad",
 )
 TOKENIZER_VOCAB = 400  # byte-level BPE trained here (256 bytes + merges + specials): only audio is timed
 TOKENIZER_CORPUS = (
