@@ -199,11 +199,8 @@ def measure_gemm_rates(
         }
     wall = time.perf_counter() - began
     others = bench.machine_busy_cpu_s() - before_machine - (time.process_time() - before_self)
-    int8 = [kernels[kind]["rate"] for kind in kernels if "u8s8" in kind]
     return {
-        "fp32_gflops": kernels["ort_matmul_fp32"]["rate"],
-        "int8_gops": max(int8),
-        "torch_fp32_gflops": kernels["torch_mm_fp32"]["rate"] if "torch_mm_fp32" in kernels else None,
+        **_headline_rates(kernels),
         "kernels": kernels,
         "threads": threads,
         "shapes": [list(shape) for shape in shapes],
@@ -215,6 +212,15 @@ def measure_gemm_rates(
     }
 
 
+def _headline_rates(kernels: Mapping[str, Mapping]) -> dict:
+    """The rates a roofline uses, from the per-kernel entries: fp32 MatMul, the best u8s8 kernel, torch.mm."""
+    return {
+        "fp32_gflops": kernels["ort_matmul_fp32"]["rate"],
+        "int8_gops": max(kernels[kind]["rate"] for kind in kernels if "u8s8" in kind),
+        "torch_fp32_gflops": kernels["torch_mm_fp32"]["rate"] if "torch_mm_fp32" in kernels else None,
+    }
+
+
 def best_gemm_rates(measurements: Sequence[Mapping]) -> dict:
     """Several measure_gemm_rates() of one run (e.g. at its start and its end) as one: each kernel's
     best rate. A neighbour's burst of load only ever lowers a measured rate, so the best is the
@@ -223,11 +229,8 @@ def best_gemm_rates(measurements: Sequence[Mapping]) -> dict:
     kernels = {
         kind: max(measurements, key=lambda m, k=kind: m["kernels"][k]["rate"])["kernels"][kind] for kind in kinds
     }
-    int8 = [kernels[kind]["rate"] for kind in kernels if "u8s8" in kind]
     return {
-        "fp32_gflops": kernels["ort_matmul_fp32"]["rate"],
-        "int8_gops": max(int8),
-        "torch_fp32_gflops": kernels["torch_mm_fp32"]["rate"] if "torch_mm_fp32" in kernels else None,
+        **_headline_rates(kernels),
         "kernels": kernels,
         "threads": measurements[0]["threads"],
         "shapes": measurements[0]["shapes"],
